@@ -1,0 +1,220 @@
+#include "app/app.h"
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "accounts/api_key.h"
+#include "accounts/authenticator.h"
+#include "accounts/password.h"
+#include "api/account_api.h"
+#include "http/blocking_pool.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace ig::app {
+
+namespace asio = boost::asio;
+
+Result<std::unique_ptr<store::Store>> open_store(const Settings& settings, const Clock& clock) {
+  std::error_code ec;
+  std::filesystem::create_directories(settings.data_dir, ec);
+  if (ec) {
+    return fail(ErrorCode::kInternal,
+                "cannot create data_dir '" + settings.data_dir + "': " + ec.message());
+  }
+  store::SqliteSettings sqlite{settings.store_path(), settings.store.busy_timeout_ms,
+                               settings.store.pool_size};
+  auto opened = store::SqliteStore::open(sqlite, clock);
+  if (!opened) {
+    return fail(ErrorCode::kInternal,
+                "cannot open store '" + settings.store_path() + "': " + opened.error().message);
+  }
+  return std::unique_ptr<store::Store>(std::move(*opened));
+}
+
+namespace {
+
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// Holds are only opened by in-flight requests of this process, so any hold still open at
+// startup belongs to a request that died with the previous process: refund it, never keep it.
+void release_orphaned_holds(store::Store& store, spdlog::logger& log) {
+  auto holds = store.list_open_holds();
+  if (!holds) {
+    log.error("cannot list open holds: {}", holds.error().message);
+    return;
+  }
+  int released = 0;
+  for (const auto& hold : *holds) {
+    auto r = store.refund(hold.id, "released at startup: hold was open when the server stopped");
+    if (r) ++released;
+  }
+  if (released > 0) log.warn("released {} hold(s) left open by the previous run", released);
+}
+
+// First start on an empty database: an admin, a key with free credits, and a curl line.
+Result<void> bootstrap(const Settings& settings, store::Store& store, Random& random,
+                       const std::string& base_url) {
+  auto count = store.count_users();
+  if (!count) return fail(ErrorCode::kInternal, count.error().message);
+  if (*count > 0 || !settings.bootstrap.enabled) return {};
+  const std::string password = random.base62(20);
+  auto hash = accounts::hash_password(password);
+  if (!hash) return std::unexpected(hash.error());
+  auto user = store.create_user({settings.bootstrap.admin_email, *hash, true});
+  if (!user) return fail(ErrorCode::kInternal, "bootstrap: " + user.error().message);
+  auto key = accounts::generate_api_key(random);
+  auto stored = store.create_api_key({user->id, "bootstrap", key.prefix, key.last4, key.hash});
+  if (!stored) return fail(ErrorCode::kInternal, "bootstrap: " + stored.error().message);
+  if (settings.bootstrap.free_credits > 0) {
+    auto granted = store.grant(user->id, settings.bootstrap.free_credits, "welcome credits");
+    if (!granted) return fail(ErrorCode::kInternal, "bootstrap: " + granted.error().message);
+  }
+  std::cout << "\n"
+            << "  First start: created the admin account and an API key.\n"
+            << "    login:    " << user->email << "\n"
+            << "    password: " << password << "\n"
+            << "    API key:  " << key.secret << "  (" << format_credits(settings.bootstrap.free_credits)
+            << " credits; shown only now)\n\n"
+            << "  Try it:\n"
+            << "    curl -s " << base_url << "/v1/me -H 'Authorization: Bearer " << key.secret
+            << "'\n\n"
+            << std::flush;
+  return {};
+}
+
+std::string base_url_for(const Settings& settings, std::uint16_t port) {
+  if (!settings.public_base_url.empty()) {
+    std::string url = settings.public_base_url;
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    return url;
+  }
+  std::string host = settings.server.host;
+  if (host == "0.0.0.0" || host == "::") host = "127.0.0.1";
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "http://" + host + ":" + std::to_string(port);
+}
+
+// Periodic auth maintenance on the pool: revocation polling and last_used_at batching.
+asio::awaitable<void> auth_maintenance(accounts::Authenticator& auth, BlockingPool& pool,
+                                       std::shared_ptr<std::atomic<bool>> stopping) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  const auto poll = std::chrono::milliseconds(auth.settings().revocation_poll_ms);
+  const auto flush_every = std::chrono::milliseconds(auth.settings().last_used_flush_ms);
+  auto next_flush = std::chrono::steady_clock::now() + flush_every;
+  auto poll_job = [&auth] {
+    auth.poll_revocations();
+    return 0;
+  };
+  auto flush_job = [&auth] {
+    auth.flush_last_used();
+    return 0;
+  };
+  while (!*stopping) {
+    co_await pool.run(poll_job);
+    if (std::chrono::steady_clock::now() >= next_flush) {
+      co_await pool.run(flush_job);
+      next_flush = std::chrono::steady_clock::now() + flush_every;
+    }
+    timer.expires_after(poll);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+}  // namespace
+
+int serve(const Settings& settings) {
+  auto log = spdlog::default_logger();
+  raise_fd_limit();
+  SystemClock clock;
+  SodiumRandom random;
+
+  auto store = open_store(settings, clock);
+  if (!store) {
+    log->critical("{}", store.error().message);
+    return 1;
+  }
+  release_orphaned_holds(**store, *log);
+
+  const int io_threads = settings.io_threads > 0
+                             ? settings.io_threads
+                             : std::max(1u, std::thread::hardware_concurrency());
+  asio::io_context ioc(io_threads);
+  BlockingPool pool(static_cast<std::size_t>(settings.blocking_threads));
+  accounts::Authenticator auth(**store, pool, clock, settings.auth);
+  auth.poll_revocations();
+
+  http::Router router;
+  api::AccountApi account_api(**store, pool, auth, settings.account);
+  account_api.register_routes(router);
+
+  auto access_pool = std::make_shared<spdlog::details::thread_pool>(8192, 1);
+  auto access_log = std::make_shared<spdlog::async_logger>(
+      "access", log->sinks().begin(), log->sinks().end(), access_pool,
+      spdlog::async_overflow_policy::block);
+  access_log->set_level(log->level());
+
+  http::Server server(ioc, settings.server, router, access_log);
+  auto port = server.listen();
+  if (!port) {
+    log->critical("{}", port.error().message);
+    return 1;
+  }
+  const std::string base_url = base_url_for(settings, *port);
+  if (auto boot = bootstrap(settings, **store, random, base_url); !boot) {
+    log->critical("{}", boot.error().message);
+    return 1;
+  }
+  server.start();
+  std::cout << "imagegate listening on http://" << settings.server.host << ":" << *port
+            << " (public URL " << base_url << ", data in " << settings.data_dir << ")"
+            << std::endl;
+
+  auto stopping = std::make_shared<std::atomic<bool>>(false);
+  asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    log->info("signal {}: draining (grace {} ms)", signo, settings.server.shutdown_grace_ms);
+    server.begin_shutdown([&, stopping](bool drained) {
+      if (!drained) log->warn("grace period over with requests still in flight; stopping");
+      *stopping = true;
+      ioc.stop();
+    });
+  });
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : threads) t.join();
+  pool.stop();
+  auth.flush_last_used();
+  access_log->flush();
+  log->info("stopped");
+  return 0;
+}
+
+}  // namespace ig::app

@@ -1,0 +1,87 @@
+#include "core/json.h"
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <cmath>
+
+namespace ig {
+namespace {
+
+void append_string(std::string& out, boost::json::string_view s) {
+  // Boost.JSON's serializer escapes strings correctly (control characters, quotes, UTF-8).
+  out += boost::json::serialize(boost::json::value(s));
+}
+
+void append(std::string& out, const boost::json::value& v) {
+  char buf[64];
+  switch (v.kind()) {
+    case boost::json::kind::null:
+      out += "null";
+      break;
+    case boost::json::kind::bool_:
+      out += v.get_bool() ? "true" : "false";
+      break;
+    case boost::json::kind::int64: {
+      auto r = std::to_chars(buf, buf + sizeof buf, v.get_int64());
+      out.append(buf, r.ptr);
+      break;
+    }
+    case boost::json::kind::uint64: {
+      auto r = std::to_chars(buf, buf + sizeof buf, v.get_uint64());
+      out.append(buf, r.ptr);
+      break;
+    }
+    case boost::json::kind::double_: {
+      double d = v.get_double();
+      if (!std::isfinite(d)) {
+        out += "null";
+        break;
+      }
+      // Shortest round-trip digits; plain decimal notation in the range money lives in.
+      const double mag = std::fabs(d);
+      auto r = (mag >= 1e-7 && mag < 1e15)
+                   ? std::to_chars(buf, buf + sizeof buf, d, std::chars_format::fixed)
+                   : std::to_chars(buf, buf + sizeof buf, d);
+      out.append(buf, r.ptr);
+      break;
+    }
+    case boost::json::kind::string:
+      append_string(out, v.get_string());
+      break;
+    case boost::json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& item : v.get_array()) {
+        if (!first) out += ',';
+        first = false;
+        append(out, item);
+      }
+      out += ']';
+      break;
+    }
+    case boost::json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& kv : v.get_object()) {
+        if (!first) out += ',';
+        first = false;
+        append_string(out, kv.key());
+        out += ':';
+        append(out, kv.value());
+      }
+      out += '}';
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+std::string to_json_text(const boost::json::value& value) {
+  std::string out;
+  out.reserve(128);
+  append(out, value);
+  return out;
+}
+
+}  // namespace ig

@@ -1,0 +1,48 @@
+#include "core/random.h"
+
+#include <sodium.h>
+
+namespace ig {
+
+std::string Random::base62(std::size_t length) {
+  static constexpr char kAlphabet[] =
+      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::string out(length, '0');
+  for (auto& c : out) c = kAlphabet[uniform(62)];
+  return out;
+}
+
+std::string Random::hex(std::size_t bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string raw(bytes, '\0');
+  fill({reinterpret_cast<std::uint8_t*>(raw.data()), raw.size()});
+  std::string out;
+  out.reserve(bytes * 2);
+  for (unsigned char c : raw) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+void SodiumRandom::fill(std::span<std::uint8_t> out) { randombytes_buf(out.data(), out.size()); }
+
+std::uint32_t SodiumRandom::uniform(std::uint32_t upper) { return randombytes_uniform(upper); }
+
+std::uint64_t SeededRandom::next() {
+  std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void SeededRandom::fill(std::span<std::uint8_t> out) {
+  for (auto& b : out) b = static_cast<std::uint8_t>(next());
+}
+
+std::uint32_t SeededRandom::uniform(std::uint32_t upper) {
+  if (upper == 0) return 0;
+  return static_cast<std::uint32_t>(next() % upper);
+}
+
+}  // namespace ig

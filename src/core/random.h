@@ -1,0 +1,43 @@
+#pragma once
+// Randomness source. Secrets (API keys, ids, passwords) come from a Random so tests can make
+// them deterministic; production uses libsodium's CSPRNG.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace ig {
+
+class Random {
+ public:
+  virtual ~Random() = default;
+  virtual void fill(std::span<std::uint8_t> out) = 0;
+  // Uniform in [0, upper), without modulo bias.
+  virtual std::uint32_t uniform(std::uint32_t upper) = 0;
+
+  // `length` characters drawn uniformly from [0-9A-Za-z].
+  std::string base62(std::size_t length);
+  // 2*bytes lowercase hex characters.
+  std::string hex(std::size_t bytes);
+};
+
+class SodiumRandom final : public Random {
+ public:
+  void fill(std::span<std::uint8_t> out) override;
+  std::uint32_t uniform(std::uint32_t upper) override;
+};
+
+// Deterministic (splitmix64) generator for tests; never for secrets.
+class SeededRandom final : public Random {
+ public:
+  explicit SeededRandom(std::uint64_t seed) : state_(seed) {}
+  void fill(std::span<std::uint8_t> out) override;
+  std::uint32_t uniform(std::uint32_t upper) override;
+
+ private:
+  std::uint64_t next();
+  std::uint64_t state_;
+};
+
+}  // namespace ig

@@ -1,0 +1,51 @@
+#pragma once
+// Transport-neutral request and response. The Beast types stay inside http/server.cpp so the
+// api modules compile quickly and can be unit-tested without sockets.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+
+namespace ig::http {
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // raw request-target
+  std::string path;    // target without the query string
+  std::string query;   // after '?', undecoded
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  std::string remote_ip;
+  std::string request_id;
+  std::vector<std::pair<std::string, std::string>> path_params;  // filled by the router
+
+  // First header with this (lower-case) name.
+  std::optional<std::string_view> header(std::string_view lower_name) const;
+  std::optional<std::string_view> param(std::string_view name) const;
+  // Decoded value of the first query parameter `name`.
+  std::optional<std::string> query_param(std::string_view name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  // Filled by handlers for the access log.
+  std::string key_prefix;
+
+  static Response json(int status, std::string body);
+  static Response error(const Error& error);
+  Response& with_header(std::string name, std::string value) {
+    headers.emplace_back(std::move(name), std::move(value));
+    return *this;
+  }
+};
+
+}  // namespace ig::http

@@ -1,0 +1,360 @@
+#include "http/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/text.h"
+
+namespace ig::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+bool is_sane_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+namespace {
+
+struct Connection {
+  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream stream;
+  bool busy = false;  // touched only on the connection's strand
+};
+
+std::string_view trim_header(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(asio::io_context& ioc, ServerSettings settings, const Router& router,
+       std::shared_ptr<spdlog::logger> log)
+      : ioc_(ioc),
+        settings_(std::move(settings)),
+        router_(router),
+        log_(std::move(log)),
+        acceptor_(asio::make_strand(ioc)),
+        rid_prefix_(make_rid_prefix()) {}
+
+  static std::string make_rid_prefix() {
+    auto now = std::chrono::system_clock::now().time_since_epoch().count();
+    return fmt::format("req_{:x}", static_cast<std::uint64_t>(now) & 0xffffffffffULL);
+  }
+
+  std::string next_request_id() {
+    return fmt::format("{}{:06x}", rid_prefix_, rid_counter_.fetch_add(1) & 0xffffff);
+  }
+
+  Result<std::uint16_t> listen() {
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(settings_.host, ec);
+    if (ec) return fail(ErrorCode::kInvalidRequest, "invalid listen host '" + settings_.host + "'");
+    tcp::endpoint endpoint(address, settings_.port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail(ErrorCode::kInternal, fmt::format("cannot listen on {}:{}: {}", settings_.host,
+                                                    settings_.port, ec.message()));
+    }
+    return acceptor_.local_endpoint().port();
+  }
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    while (!draining_) {
+      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_),
+                                                          asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+        // EMFILE and friends: back off instead of spinning.
+        log_->warn("accept failed: {}", ec.message());
+        asio::steady_timer pause(acceptor_.get_executor(), 50ms);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
+      }
+      if (connection_count() >= settings_.max_connections) {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        continue;
+      }
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      auto conn = std::make_shared<Connection>(std::move(socket));
+      std::uint64_t id = next_conn_id_.fetch_add(1);
+      {
+        std::lock_guard lock(mu_);
+        connections_.emplace(id, conn);
+      }
+      asio::co_spawn(conn->stream.get_executor(), session(conn, id), asio::detached);
+    }
+  }
+
+  std::size_t connection_count() const {
+    std::lock_guard lock(mu_);
+    return connections_.size();
+  }
+
+  // Writes an error reply on a connection whose request could not be read; the caller closes.
+  asio::awaitable<void> write_early_error(Connection& conn, int status, const Error& error,
+                                          const std::string& rid) {
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+    res.set(bhttp::field::content_type, "application/json");
+    res.set(bhttp::field::server, "imagegate");
+    res.set("X-Request-Id", rid);
+    res.keep_alive(false);
+    res.body() = render_error_body(error);
+    res.prepare_payload();
+    conn.stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
+    co_await bhttp::async_write(conn.stream, res, asio::as_tuple(asio::use_awaitable));
+    if (settings_.access_log) {
+      log_->info("rid={} status={} early_error={} ", rid, status, error_code_name(error.code));
+    }
+  }
+
+  asio::awaitable<Response> dispatch(Request& req) {
+    auto match = router_.match(req.method, req.path);
+    if (match.handler == nullptr) {
+      Response r = Response::error(*match.error);
+      if (!match.allow.empty()) r.headers.emplace_back("Allow", match.allow);
+      co_return r;
+    }
+    req.path_params = std::move(match.params);
+    try {
+      co_return co_await (*match.handler)(req);
+    } catch (const std::exception& e) {
+      log_->error("rid={} handler threw: {}", req.request_id, e.what());
+    }
+    co_return Response::error(Error{ErrorCode::kInternal, "Internal error."});
+  }
+
+  asio::awaitable<void> session(std::shared_ptr<Connection> conn, std::uint64_t id) {
+    auto self = shared_from_this();
+    beast::flat_buffer buffer;
+    bool first = true;
+    const auto header_timeout = std::chrono::milliseconds(settings_.header_timeout_ms);
+    const auto idle_timeout = std::chrono::milliseconds(settings_.idle_timeout_ms);
+    while (!draining_) {
+      conn->busy = false;
+      if (buffer.size() == 0) {
+        // Wait for the first byte of the next request under the idle (or header) deadline.
+        conn->stream.expires_after(first ? header_timeout : idle_timeout);
+        auto [ec, n] = co_await conn->stream.async_read_some(buffer.prepare(4096),
+                                                             asio::as_tuple(asio::use_awaitable));
+        if (ec) break;
+        buffer.commit(n);
+      }
+      conn->busy = true;
+      const auto started = std::chrono::steady_clock::now();
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(settings_.max_header_bytes));
+      parser.body_limit(settings_.max_body_bytes);
+      conn->stream.expires_after(header_timeout);
+      auto [hec, hn] = co_await bhttp::async_read_header(conn->stream, buffer, parser,
+                                                         asio::as_tuple(asio::use_awaitable));
+      std::string rid;
+      if (!hec) {
+        auto it = parser.get().find("x-request-id");
+        if (it != parser.get().end() && is_sane_request_id(it->value())) rid = it->value();
+      }
+      if (rid.empty()) rid = next_request_id();
+      if (hec) {
+        if (hec == bhttp::error::header_limit) {
+          co_await write_early_error(
+              *conn, 431,
+              Error{ErrorCode::kInvalidRequest,
+                    fmt::format("Request header block exceeds {} bytes.", settings_.max_header_bytes)},
+              rid);
+        } else if (hec != beast::error::timeout && hec != asio::error::eof &&
+                   hec != asio::error::operation_aborted && hec != asio::error::connection_reset &&
+                   hec != bhttp::error::end_of_stream) {
+          co_await write_early_error(
+              *conn, 400, Error{ErrorCode::kInvalidRequest, "Malformed HTTP request: " + hec.message()},
+              rid);
+        }
+        break;
+      }
+      auto& head = parser.get();
+      if (auto len = parser.content_length(); len && *len > settings_.max_body_bytes) {
+        co_await write_early_error(
+            *conn, 413,
+            Error{ErrorCode::kPayloadTooLarge,
+                  fmt::format("Request body of {} bytes exceeds the limit of {} bytes.", *len,
+                              settings_.max_body_bytes)},
+            rid);
+        break;
+      }
+      if (!parser.is_done()) {
+        auto expect = head.find(bhttp::field::expect);
+        if (expect != head.end() && beast::iequals(trim_header(expect->value()), "100-continue")) {
+          bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+          conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
+          auto [cec, cn] = co_await bhttp::async_write(conn->stream, cont,
+                                                       asio::as_tuple(asio::use_awaitable));
+          if (cec) break;
+        }
+        conn->stream.expires_after(std::chrono::milliseconds(settings_.body_timeout_ms));
+        auto [bec, bn] = co_await bhttp::async_read(conn->stream, buffer, parser,
+                                                    asio::as_tuple(asio::use_awaitable));
+        if (bec) {
+          if (bec == bhttp::error::body_limit) {
+            co_await write_early_error(
+                *conn, 413,
+                Error{ErrorCode::kPayloadTooLarge,
+                      fmt::format("Request body exceeds the limit of {} bytes.",
+                                  settings_.max_body_bytes)},
+                rid);
+          } else if (bec != beast::error::timeout && bec != asio::error::eof &&
+                     bec != asio::error::connection_reset) {
+            co_await write_early_error(
+                *conn, 400, Error{ErrorCode::kInvalidRequest, "Malformed HTTP body: " + bec.message()},
+                rid);
+          }
+          break;
+        }
+      }
+      conn->stream.expires_never();
+
+      Request req;
+      req.method = std::string(head.method_string());
+      req.target = std::string(head.target());
+      auto q = req.target.find('?');
+      req.path = req.target.substr(0, q);
+      if (q != std::string::npos) req.query = req.target.substr(q + 1);
+      req.headers.reserve(8);
+      for (const auto& field : head) {
+        req.headers.emplace_back(to_lower_ascii(field.name_string()), std::string(field.value()));
+      }
+      req.request_id = rid;
+      boost::system::error_code ep_ec;
+      auto remote = beast::get_lowest_layer(conn->stream).socket().remote_endpoint(ep_ec);
+      if (!ep_ec) req.remote_ip = remote.address().to_string();
+      const bool keep_alive = head.keep_alive();
+      const bool is_head = head.method() == bhttp::verb::head;
+      req.body = std::move(head.body());
+
+      Response response = co_await dispatch(req);
+
+      bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(response.status), 11};
+      res.set(bhttp::field::server, "imagegate");
+      res.set(bhttp::field::content_type, response.content_type);
+      res.set("X-Request-Id", rid);
+      for (auto& [name, value] : response.headers) res.set(name, value);
+      const bool keep = keep_alive && !draining_;
+      res.keep_alive(keep);
+      const std::size_t body_bytes = response.body.size();
+      if (is_head) {
+        res.content_length(body_bytes);
+      } else {
+        res.body() = std::move(response.body);
+        res.prepare_payload();
+      }
+      conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
+      auto [wec, wn] = co_await bhttp::async_write(conn->stream, res, asio::as_tuple(asio::use_awaitable));
+      if (settings_.access_log) {
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              started)
+                        .count();
+        log_->info("method={} path={} status={} latency_ms={:.3f} key={} bytes={} ip={} rid={}",
+                   printable(req.method, 16), printable(req.path), response.status, ms,
+                   response.key_prefix.empty() ? "-" : response.key_prefix, body_bytes,
+                   req.remote_ip, rid);
+      }
+      if (wec || !keep) break;
+      first = false;
+    }
+    boost::system::error_code ignored;
+    beast::get_lowest_layer(conn->stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    beast::get_lowest_layer(conn->stream).close();
+    std::lock_guard lock(mu_);
+    connections_.erase(id);
+  }
+
+  void begin_shutdown(std::function<void(bool)> done) {
+    if (draining_.exchange(true)) return;
+    auto self = shared_from_this();
+    asio::post(acceptor_.get_executor(), [self] {
+      boost::system::error_code ignored;
+      self->acceptor_.close(ignored);
+    });
+    std::vector<std::shared_ptr<Connection>> conns;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, weak] : connections_) {
+        if (auto c = weak.lock()) conns.push_back(std::move(c));
+      }
+    }
+    for (auto& c : conns) {
+      asio::post(c->stream.get_executor(), [c] {
+        if (!c->busy) c->stream.cancel();
+      });
+    }
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(settings_.shutdown_grace_ms);
+    asio::co_spawn(ioc_, wait_for_drain(self, deadline, std::move(done)), asio::detached);
+  }
+
+  // A plain function coroutine, not a capturing lambda: a lambda's captures would die with the
+  // closure object while the coroutine still runs.
+  static asio::awaitable<void> wait_for_drain(std::shared_ptr<Impl> self,
+                                              std::chrono::steady_clock::time_point deadline,
+                                              std::function<void(bool)> done) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (self->connection_count() > 0 && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_after(20ms);
+      co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    done(self->connection_count() == 0);
+  }
+
+  asio::io_context& ioc_;
+  ServerSettings settings_;
+  const Router& router_;
+  std::shared_ptr<spdlog::logger> log_;
+  tcp::acceptor acceptor_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections_;
+  std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> next_conn_id_{1};
+  std::string rid_prefix_;
+  std::atomic<std::uint64_t> rid_counter_{1};
+};
+
+Server::Server(asio::io_context& ioc, ServerSettings settings, const Router& router,
+               std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_shared<Impl>(ioc, std::move(settings), router, std::move(log))) {}
+
+Server::~Server() = default;
+
+Result<std::uint16_t> Server::listen() { return impl_->listen(); }
+
+void Server::start() {
+  asio::co_spawn(impl_->acceptor_.get_executor(), impl_->accept_loop(), asio::detached);
+}
+
+void Server::begin_shutdown(std::function<void(bool)> done) { impl_->begin_shutdown(std::move(done)); }
+
+std::size_t Server::connection_count() const { return impl_->connection_count(); }
+
+}  // namespace ig::http

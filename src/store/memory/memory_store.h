@@ -1,0 +1,71 @@
+#pragma once
+// MemoryStore: an in-process Store fake for unit tests. It keeps every promise of store.h with
+// exactly the semantics of SqliteStore (store_contract_test runs the same suite against both),
+// but holds everything in memory behind one mutex and persists nothing.
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "store/store.h"
+
+namespace ig::store {
+
+class MemoryStore : public Store {
+ public:
+  explicit MemoryStore(const Clock& clock);
+
+  StoreResult<void> ping() override;
+
+  StoreResult<User> create_user(const NewUser& user) override;
+  StoreResult<User> find_user(std::int64_t user_id) override;
+  StoreResult<User> find_user_by_email(std::string_view email) override;
+  StoreResult<std::vector<User>> list_users() override;
+  StoreResult<std::int64_t> count_users() override;
+  StoreResult<void> set_user_disabled(std::int64_t user_id, bool disabled) override;
+
+  StoreResult<ApiKey> create_api_key(const NewApiKey& key) override;
+  StoreResult<std::vector<ApiKey>> list_api_keys(std::int64_t user_id) override;
+  StoreResult<std::vector<ApiKey>> find_api_keys_by_prefix(std::string_view prefix) override;
+  StoreResult<void> revoke_api_key(std::int64_t key_id) override;
+  StoreResult<AuthRecord> find_auth_by_key_hash(std::string_view hash) override;
+  StoreResult<void> touch_api_keys(
+      const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) override;
+  StoreResult<std::int64_t> auth_version() override;
+
+  StoreResult<LedgerEntry> grant(std::int64_t user_id, Micros amount,
+                                 std::string_view note) override;
+  StoreResult<Hold> reserve(std::int64_t user_id, Micros amount, std::string_view job_id) override;
+  StoreResult<Hold> settle(std::int64_t hold_id, Micros actual) override;
+  StoreResult<Hold> refund(std::int64_t hold_id, std::string_view note) override;
+  StoreResult<Hold> find_hold(std::int64_t hold_id) override;
+  StoreResult<std::vector<Hold>> list_open_holds() override;
+  StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
+  StoreResult<LedgerCheckReport> check_ledger() override;
+
+ private:
+  // All helpers below expect mu_ to be held.
+  User* user_locked(std::int64_t user_id);
+  Hold* hold_locked(std::int64_t hold_id);
+  LedgerEntry& append_locked(std::int64_t user_id, LedgerKind kind, Micros amount,
+                             Micros balance_after, std::optional<std::int64_t> hold_id,
+                             std::string_view job_id, std::string_view note);
+
+  const Clock& clock_;
+  std::mutex mu_;
+  std::map<std::int64_t, User> users_;            // by id
+  std::map<std::string, std::int64_t> by_email_;  // lower-cased email -> id
+  std::map<std::int64_t, ApiKey> keys_;           // by id
+  std::map<std::string, std::int64_t> by_hash_;   // key hash -> id
+  std::map<std::int64_t, Hold> holds_;            // by id
+  std::vector<LedgerEntry> ledger_;               // append-only, ids 1..n in order
+  std::int64_t next_user_id_ = 1;
+  std::int64_t next_key_id_ = 1;
+  std::int64_t next_hold_id_ = 1;
+  std::int64_t auth_version_ = 0;
+};
+
+}  // namespace ig::store

@@ -1,0 +1,1083 @@
+#include "store/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+namespace ig::store {
+namespace {
+
+// Whole-transaction attempts once SQLITE_BUSY outlasted the busy timeout.
+constexpr int kMaxTxAttempts = 50;
+
+struct Migration {
+  std::int64_t version;
+  const char* sql;
+};
+
+// Append only: never edit a shipped migration, add a new version instead.
+const Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE users (
+  id INTEGER PRIMARY KEY,
+  email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  password_hash TEXT NOT NULL,
+  is_admin INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),
+  disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+  created_at INTEGER NOT NULL,
+  balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+  reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0)
+) STRICT;
+
+CREATE TABLE api_keys (
+  id INTEGER PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  name TEXT NOT NULL,
+  prefix TEXT NOT NULL,
+  last4 TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  last_used_at INTEGER,
+  disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+  deleted INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))
+) STRICT;
+
+CREATE TABLE holds (
+  id INTEGER PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  charged INTEGER NOT NULL DEFAULT 0 CHECK (charged >= 0 AND charged <= amount),
+  job_id TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'settled', 'refunded')),
+  created_at INTEGER NOT NULL,
+  resolved_at INTEGER
+) STRICT;
+
+CREATE TABLE ledger (
+  id INTEGER PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'adjust', 'reserve', 'settle', 'refund')),
+  amount INTEGER NOT NULL,
+  balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+  hold_id INTEGER REFERENCES holds(id),
+  job_id TEXT NOT NULL DEFAULT '',
+  note TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  CHECK ((kind IN ('reserve', 'settle', 'refund')) = (hold_id IS NOT NULL)),
+  CHECK (CASE kind WHEN 'grant' THEN amount > 0
+                   WHEN 'adjust' THEN amount <= 0
+                   WHEN 'reserve' THEN amount < 0
+                   ELSE amount >= 0 END)
+) STRICT;
+
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO meta(key, value) VALUES ('auth_version', 0);
+)sql"},
+    {2, R"sql(
+CREATE INDEX api_keys_by_prefix ON api_keys(prefix) WHERE deleted = 0;
+CREATE INDEX api_keys_by_user ON api_keys(user_id);
+CREATE INDEX holds_open_by_user ON holds(user_id) WHERE state = 'open';
+CREATE INDEX ledger_by_user ON ledger(user_id, id);
+CREATE INDEX ledger_by_hold ON ledger(hold_id) WHERE hold_id IS NOT NULL;
+-- A hold is reserved once and resolved at most once, whatever a caller does.
+CREATE UNIQUE INDEX ledger_one_reserve_per_hold ON ledger(hold_id) WHERE kind = 'reserve';
+CREATE UNIQUE INDEX ledger_one_resolution_per_hold ON ledger(hold_id)
+  WHERE kind IN ('settle', 'refund');
+)sql"},
+};
+
+#define IG_USER_COLS "id, email, password_hash, is_admin, disabled, created_at, balance, reserved"
+#define IG_KEY_COLS \
+  "id, user_id, name, prefix, last4, hash, created_at, last_used_at, disabled, deleted"
+#define IG_HOLD_COLS "id, user_id, amount, charged, job_id, state, created_at, resolved_at"
+#define IG_LEDGER_COLS "id, user_id, kind, amount, balance_after, hold_id, job_id, note, created_at"
+
+std::unexpected<StoreError> err(StoreErrc code, std::string message) {
+  return std::unexpected(StoreError{code, std::move(message)});
+}
+
+std::string lower_ascii(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+bool is_busy(int rc) {
+  int primary = rc & 0xff;
+  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+}
+
+StoreErrc code_for(int rc) {
+  switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return StoreErrc::kConflict;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+      return StoreErrc::kNotFound;
+    case SQLITE_CONSTRAINT_CHECK:
+    case SQLITE_CONSTRAINT_NOTNULL:
+      return StoreErrc::kInvalidArgument;
+    default:
+      return StoreErrc::kUnavailable;
+  }
+}
+
+LedgerKind kind_from(std::string_view text) {
+  // The schema's CHECK admits only these five spellings.
+  if (text == "adjust") return LedgerKind::kAdjust;
+  if (text == "reserve") return LedgerKind::kReserve;
+  if (text == "settle") return LedgerKind::kSettle;
+  if (text == "refund") return LedgerKind::kRefund;
+  return LedgerKind::kGrant;
+}
+
+HoldState state_from(std::string_view text) {
+  if (text == "settled") return HoldState::kSettled;
+  if (text == "refunded") return HoldState::kRefunded;
+  return HoldState::kOpen;
+}
+
+// A cached prepared statement borrowed for one use; reset and unbound on destruction.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, bool* busy) : db_(db), stmt_(stmt), busy_(busy) {}
+  // A statement that failed to prepare: every use reports `error`.
+  explicit Stmt(StoreError error) : error_(std::move(error)) {}
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() {
+    if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
+
+  template <class... Args>
+  Stmt& bind(const Args&... args) {
+    int index = 0;
+    (bind_one(++index, args), ...);
+    return *this;
+  }
+
+  // true: a row is available; false: done.
+  StoreResult<bool> step() {
+    if (error_) return std::unexpected(*error_);
+    if (bind_rc_ != SQLITE_OK) return fail(bind_rc_);
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return fail(rc);
+  }
+
+  // Steps to completion, ignoring rows.
+  StoreResult<void> run() {
+    for (;;) {
+      auto row = step();
+      if (!row) return std::unexpected(row.error());
+      if (!*row) return {};
+    }
+  }
+
+  // The first row read by `reader`, or nullopt; the statement is run to completion.
+  template <class Reader>
+  auto one(Reader&& reader) -> StoreResult<std::optional<std::invoke_result_t<Reader&, Stmt&>>> {
+    using T = std::invoke_result_t<Reader&, Stmt&>;
+    auto row = step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) return std::optional<T>();
+    std::optional<T> value = reader(*this);
+    if (auto rest = run(); !rest) return std::unexpected(rest.error());
+    return value;
+  }
+
+  template <class Reader>
+  auto all(Reader&& reader) -> StoreResult<std::vector<std::invoke_result_t<Reader&, Stmt&>>> {
+    std::vector<std::invoke_result_t<Reader&, Stmt&>> out;
+    for (;;) {
+      auto row = step();
+      if (!row) return std::unexpected(row.error());
+      if (!*row) return out;
+      out.push_back(reader(*this));
+    }
+  }
+
+  StoreResult<void> each(const std::function<void(Stmt&)>& visit) {
+    for (;;) {
+      auto row = step();
+      if (!row) return std::unexpected(row.error());
+      if (!*row) return {};
+      visit(*this);
+    }
+  }
+
+  std::int64_t i64(int col) { return sqlite3_column_int64(stmt_, col); }
+  bool flag(int col) { return sqlite3_column_int64(stmt_, col) != 0; }
+  std::optional<std::int64_t> opt_i64(int col) {
+    if (sqlite3_column_type(stmt_, col) == SQLITE_NULL) return std::nullopt;
+    return sqlite3_column_int64(stmt_, col);
+  }
+  std::string text(int col) {
+    const unsigned char* data = sqlite3_column_text(stmt_, col);
+    int size = sqlite3_column_bytes(stmt_, col);
+    if (data == nullptr) return {};
+    return std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
+  }
+
+ private:
+  template <class T>
+  void bind_one(int index, const T& value) {
+    if (stmt_ == nullptr) return;
+    int rc;
+    if constexpr (std::is_same_v<T, bool>) {
+      rc = sqlite3_bind_int(stmt_, index, value ? 1 : 0);
+    } else if constexpr (std::is_integral_v<T>) {
+      rc = sqlite3_bind_int64(stmt_, index, static_cast<sqlite3_int64>(value));
+    } else if constexpr (std::is_same_v<T, std::nullptr_t>) {
+      rc = sqlite3_bind_null(stmt_, index);
+    } else if constexpr (std::is_same_v<T, std::optional<std::int64_t>>) {
+      rc = value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index);
+    } else {
+      std::string_view text(value);
+      rc = sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT,
+                               SQLITE_UTF8);
+    }
+    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  std::unexpected<StoreError> fail(int rc) {
+    if (is_busy(rc)) *busy_ = true;
+    return err(code_for(rc),
+               std::string("sqlite: ") + sqlite3_errmsg(db_) + " [" + sqlite3_errstr(rc) + "]");
+  }
+
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* stmt_ = nullptr;
+  bool* busy_ = nullptr;
+  int bind_rc_ = SQLITE_OK;
+  std::optional<StoreError> error_;
+};
+
+}  // namespace
+
+namespace detail {
+
+// One sqlite3 handle, used by one thread at a time, with its prepared statements.
+class SqliteConnection {
+ public:
+  explicit SqliteConnection(sqlite3* db) : db_(db) {}
+  SqliteConnection(const SqliteConnection&) = delete;
+  SqliteConnection& operator=(const SqliteConnection&) = delete;
+  ~SqliteConnection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+
+  static StoreResult<std::unique_ptr<SqliteConnection>> open(const SqliteSettings& settings) {
+    sqlite3* db = nullptr;
+    int rc =
+        sqlite3_open_v2(settings.path.c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    auto conn = std::make_unique<SqliteConnection>(db);  // owns db even when opening failed
+    if (rc != SQLITE_OK) {
+      return err(StoreErrc::kUnavailable,
+                 "cannot open " + settings.path + ": " +
+                     (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, settings.busy_timeout_ms);
+    // WAL lets readers proceed while one writer commits. In WAL mode synchronous=NORMAL only
+    // syncs at checkpoints, so a power cut can drop the last commits: a settled charge or a
+    // grant the caller was told about would vanish. FULL syncs the WAL on every commit.
+    for (int attempt = 1;; ++attempt) {
+      conn->busy = false;
+      auto mode =
+          conn->prepare("PRAGMA journal_mode=WAL").one([](Stmt& row) { return row.text(0); });
+      if (mode && *mode == std::optional<std::string>("wal")) break;
+      if (!mode && conn->busy && attempt < kMaxTxAttempts) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      if (!mode) return std::unexpected(mode.error());
+      return err(StoreErrc::kUnavailable, "cannot switch " + settings.path + " to WAL mode");
+    }
+    if (auto pragmas = conn->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !pragmas) {
+      return std::unexpected(pragmas.error());
+    }
+    return conn;
+  }
+
+  // A cached statement; a preparation error surfaces when the statement is run.
+  Stmt prepare(const char* sql) {
+    auto it = cache_.find(std::string_view(sql));
+    if (it == cache_.end()) {
+      sqlite3_stmt* stmt = nullptr;
+      int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        sqlite3_finalize(stmt);
+        return Stmt(fail(rc, "prepare").error());
+      }
+      it = cache_.emplace(sql, stmt).first;
+    }
+    return Stmt(db_, it->second, &busy);
+  }
+
+  // Runs one or more statements without parameters (transaction control, pragmas, DDL).
+  StoreResult<void> exec(const char* sql) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return fail(rc, "exec");
+    return {};
+  }
+
+  void rollback() {
+    if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  std::int64_t changes() const { return sqlite3_changes64(db_); }
+
+  // Set whenever SQLite answered SQLITE_BUSY/LOCKED since the flag was last cleared.
+  bool busy = false;
+
+ private:
+  std::unexpected<StoreError> fail(int rc, std::string_view what) {
+    if (is_busy(rc)) busy = true;
+    return err(code_for(rc), "sqlite " + std::string(what) + ": " + sqlite3_errmsg(db_) + " [" +
+                                 sqlite3_errstr(rc) + "]");
+  }
+
+  sqlite3* db_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> cache_;  // keyed by SQL text
+};
+
+// Fixed set of connections handed out one caller at a time.
+class SqlitePool {
+ public:
+  class Lease {
+   public:
+    Lease(SqlitePool& pool, SqliteConnection* conn) : pool_(pool), conn_(conn) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { pool_.give_back(conn_); }
+    SqliteConnection& operator*() { return *conn_; }
+    SqliteConnection* operator->() { return conn_; }
+
+   private:
+    SqlitePool& pool_;
+    SqliteConnection* conn_;
+  };
+
+  void add(std::unique_ptr<SqliteConnection> conn) {
+    std::lock_guard lock(mu_);
+    idle_.push_back(conn.get());
+    all_.push_back(std::move(conn));
+  }
+
+  Lease borrow() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !idle_.empty(); });
+    SqliteConnection* conn = idle_.back();
+    idle_.pop_back();
+    return Lease(*this, conn);
+  }
+
+  // Writers of this process queue here instead of spinning in SQLite's busy handler; other
+  // processes are still excluded by BEGIN IMMEDIATE.
+  std::mutex& writer_mutex() { return writer_mu_; }
+
+ private:
+  void give_back(SqliteConnection* conn) {
+    {
+      std::lock_guard lock(mu_);
+      idle_.push_back(conn);
+    }
+    cv_.notify_one();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<SqliteConnection>> all_;
+  std::vector<SqliteConnection*> idle_;  // guarded by mu_
+  std::mutex writer_mu_;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::SqliteConnection;
+using detail::SqlitePool;
+
+// Runs fn(conn) -> StoreResult<T>, wrapped in `begin` ... COMMIT unless begin is null. Any
+// error (or exception) rolls back; the whole attempt repeats while SQLite reports busy.
+template <class Fn>
+auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
+  using R = std::invoke_result_t<Fn&, SqliteConnection&>;
+  for (int attempt = 1;; ++attempt) {
+    conn.busy = false;
+    R result = [&]() -> R {
+      if (begin != nullptr) {
+        if (auto begun = conn.exec(begin); !begun) return std::unexpected(begun.error());
+      }
+      R r = [&]() -> R {
+        try {
+          return fn(conn);
+        } catch (const std::exception& e) {  // e.g. bad_alloc: never leave a transaction open
+          return err(StoreErrc::kUnavailable, std::string("sqlite store: ") + e.what());
+        }
+      }();
+      if (begin == nullptr) return r;
+      if (r) {
+        auto committed = conn.exec("COMMIT");
+        if (committed) return r;
+        r = std::unexpected(committed.error());
+      }
+      conn.rollback();
+      return r;
+    }();
+    if (result || !conn.busy) return result;
+    if (attempt >= kMaxTxAttempts) {
+      return R(err(StoreErrc::kUnavailable, "database busy after " +
+                                                std::to_string(kMaxTxAttempts) +
+                                                " attempts: " + result.error().message));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
+  }
+}
+
+template <class Fn>
+auto write_tx(SqlitePool& pool, Fn&& fn) {
+  std::lock_guard writer(pool.writer_mutex());
+  auto conn = pool.borrow();
+  return run_tx(*conn, "BEGIN IMMEDIATE", fn);
+}
+
+// `snapshot`: run inside one read transaction so all statements see the same state.
+template <class Fn>
+auto read_tx(SqlitePool& pool, Fn&& fn, bool snapshot = false) {
+  auto conn = pool.borrow();
+  return run_tx(*conn, snapshot ? "BEGIN" : nullptr, fn);
+}
+
+StoreResult<void> migrate(SqliteConnection& conn, const Clock& clock) {
+  auto body = [&](SqliteConnection& c) -> StoreResult<void> {
+    if (auto made = c.exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT");
+        !made) {
+      return made;
+    }
+    // Re-read under the write lock: another process may have migrated since we looked.
+    auto current =
+        c.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").one([](Stmt& r) {
+          return r.i64(0);
+        });
+    if (!current) return std::unexpected(current.error());
+    std::int64_t version = current->value_or(0);
+    if (version > SqliteStore::latest_schema_version()) {
+      return err(StoreErrc::kUnavailable, "database schema version " + std::to_string(version) +
+                                              " is newer than this binary's " +
+                                              std::to_string(SqliteStore::latest_schema_version()));
+    }
+    for (const Migration& migration : kMigrations) {
+      if (migration.version <= version) continue;
+      if (auto applied = c.exec(migration.sql); !applied) {
+        return err(applied.error().code, "migration " + std::to_string(migration.version) + ": " +
+                                             applied.error().message);
+      }
+      auto recorded = c.prepare("INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)")
+                          .bind(migration.version, clock.now_s())
+                          .run();
+      if (!recorded) return recorded;
+    }
+    return {};
+  };
+  return run_tx(conn, "BEGIN IMMEDIATE", body);
+}
+
+User read_user(Stmt& r) {
+  User u;
+  u.id = r.i64(0);
+  u.email = r.text(1);
+  u.password_hash = r.text(2);
+  u.is_admin = r.flag(3);
+  u.disabled = r.flag(4);
+  u.created_at = r.i64(5);
+  u.balance = r.i64(6);
+  u.reserved = r.i64(7);
+  return u;
+}
+
+ApiKey read_key(Stmt& r) {
+  ApiKey k;
+  k.id = r.i64(0);
+  k.user_id = r.i64(1);
+  k.name = r.text(2);
+  k.prefix = r.text(3);
+  k.last4 = r.text(4);
+  k.hash = r.text(5);
+  k.created_at = r.i64(6);
+  k.last_used_at = r.opt_i64(7);
+  k.disabled = r.flag(8);
+  k.deleted = r.flag(9);
+  return k;
+}
+
+Hold read_hold(Stmt& r) {
+  Hold h;
+  h.id = r.i64(0);
+  h.user_id = r.i64(1);
+  h.amount = r.i64(2);
+  h.charged = r.i64(3);
+  h.job_id = r.text(4);
+  h.state = state_from(r.text(5));
+  h.created_at = r.i64(6);
+  h.resolved_at = r.opt_i64(7);
+  return h;
+}
+
+LedgerEntry read_entry(Stmt& r) {
+  LedgerEntry e;
+  e.id = r.i64(0);
+  e.user_id = r.i64(1);
+  e.kind = kind_from(r.text(2));
+  e.amount = r.i64(3);
+  e.balance_after = r.i64(4);
+  e.hold_id = r.opt_i64(5);
+  e.job_id = r.text(6);
+  e.note = r.text(7);
+  e.created_at = r.i64(8);
+  return e;
+}
+
+std::int64_t read_i64(Stmt& r) { return r.i64(0); }
+
+template <class T>
+StoreResult<T> found(StoreResult<std::optional<T>> row, std::string_view what, std::int64_t id) {
+  if (!row) return std::unexpected(row.error());
+  if (!*row) return err(StoreErrc::kNotFound, "no " + std::string(what) + " " + std::to_string(id));
+  return std::move(**row);
+}
+
+StoreResult<void> bump_auth_version(SqliteConnection& c) {
+  return c.prepare("UPDATE meta SET value = value + 1 WHERE key = 'auth_version'").run();
+}
+
+StoreResult<Micros> balance_of(SqliteConnection& c, std::int64_t user_id) {
+  return found(c.prepare("SELECT balance FROM users WHERE id = ?").bind(user_id).one(read_i64),
+               "user", user_id);
+}
+
+StoreResult<LedgerEntry> append_ledger(SqliteConnection& c, std::int64_t user_id, LedgerKind kind,
+                                       Micros amount, Micros balance_after,
+                                       std::optional<std::int64_t> hold_id, std::string_view job_id,
+                                       std::string_view note, std::int64_t now) {
+  auto row = c.prepare(
+                  "INSERT INTO ledger(user_id, kind, amount, balance_after, hold_id, job_id, "
+                  "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_LEDGER_COLS)
+                 .bind(user_id, to_string(kind), amount, balance_after, hold_id, job_id, note, now)
+                 .one(read_entry);
+  if (!row) return std::unexpected(row.error());
+  if (!*row) return err(StoreErrc::kUnavailable, "ledger insert returned no row");
+  return std::move(**row);
+}
+
+StoreResult<Hold> open_hold(SqliteConnection& c, std::int64_t hold_id) {
+  auto hold = found(
+      c.prepare("SELECT " IG_HOLD_COLS " FROM holds WHERE id = ?").bind(hold_id).one(read_hold),
+      "hold", hold_id);
+  if (hold && hold->state != HoldState::kOpen) {
+    return err(StoreErrc::kAlreadyResolved, "hold " + std::to_string(hold_id) + " already " +
+                                                std::string(to_string(hold->state)));
+  }
+  return hold;
+}
+
+// Marks an open hold resolved and returns `returned` micros to its user's balance.
+StoreResult<Micros> close_hold(SqliteConnection& c, const Hold& hold, Micros returned,
+                               std::int64_t now) {
+  auto closed = c.prepare(
+                     "UPDATE holds SET state = ?, charged = ?, resolved_at = ? "
+                     "WHERE id = ? AND state = 'open'")
+                    .bind(to_string(hold.state), hold.charged, now, hold.id)
+                    .run();
+  if (!closed) return std::unexpected(closed.error());
+  if (c.changes() != 1) return err(StoreErrc::kAlreadyResolved, "hold resolved concurrently");
+  auto balance = c.prepare(
+                      "UPDATE users SET reserved = reserved - ?, balance = balance + ? "
+                      "WHERE id = ? RETURNING balance")
+                     .bind(hold.amount, returned, hold.user_id)
+                     .one(read_i64);
+  return found(std::move(balance), "user", hold.user_id);
+}
+
+}  // namespace
+
+// --- lifecycle ---
+
+std::int64_t SqliteStore::latest_schema_version() {
+  return kMigrations[std::size(kMigrations) - 1].version;
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock)
+    : pool_(std::move(pool)), clock_(clock) {}
+
+SqliteStore::~SqliteStore() = default;
+
+StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings& settings,
+                                                            const Clock& clock) {
+  if (settings.path.empty() || settings.path == ":memory:") {
+    return err(StoreErrc::kInvalidArgument, "sqlite path must name a file");
+  }
+  if (settings.pool_size < 1 || settings.busy_timeout_ms < 0) {
+    return err(StoreErrc::kInvalidArgument, "sqlite pool_size must be >= 1, busy timeout >= 0");
+  }
+  try {
+    std::filesystem::path parent = std::filesystem::path(settings.path).parent_path();
+    if (!parent.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(parent, ec);
+      if (ec) {
+        return err(StoreErrc::kUnavailable,
+                   "cannot create directory " + parent.string() + ": " + ec.message());
+      }
+    }
+    auto pool = std::make_unique<detail::SqlitePool>();
+    for (int i = 0; i < settings.pool_size; ++i) {
+      auto conn = SqliteConnection::open(settings);
+      if (!conn) return std::unexpected(conn.error());
+      if (i == 0) {
+        if (auto migrated = migrate(**conn, clock); !migrated) {
+          return std::unexpected(migrated.error());
+        }
+      }
+      pool->add(std::move(*conn));
+    }
+    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(pool), clock));
+  } catch (const std::exception& e) {
+    return err(StoreErrc::kUnavailable, std::string("opening sqlite store: ") + e.what());
+  }
+}
+
+StoreResult<void> SqliteStore::ping() {
+  return read_tx(*pool_, [](SqliteConnection& c) -> StoreResult<void> {
+    auto one = c.prepare("SELECT 1").one(read_i64);
+    if (!one) return std::unexpected(one.error());
+    return {};
+  });
+}
+
+// --- users ---
+
+StoreResult<User> SqliteStore::create_user(const NewUser& user) {
+  std::string email = lower_ascii(user.email);
+  if (email.empty()) return err(StoreErrc::kInvalidArgument, "email must not be empty");
+  std::int64_t now = clock_.now_s();
+  auto created = write_tx(*pool_, [&](SqliteConnection& c) {
+    return c
+        .prepare(
+            "INSERT INTO users(email, password_hash, is_admin, created_at) "
+            "VALUES (?, ?, ?, ?) RETURNING " IG_USER_COLS)
+        .bind(email, user.password_hash, user.is_admin, now)
+        .one(read_user);
+  });
+  if (!created) {
+    if (created.error().code == StoreErrc::kConflict) {
+      return err(StoreErrc::kConflict, "email already registered");
+    }
+    return std::unexpected(created.error());
+  }
+  if (!*created) return err(StoreErrc::kUnavailable, "user insert returned no row");
+  return std::move(**created);
+}
+
+StoreResult<User> SqliteStore::find_user(std::int64_t user_id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    return found(
+        c.prepare("SELECT " IG_USER_COLS " FROM users WHERE id = ?").bind(user_id).one(read_user),
+        "user", user_id);
+  });
+}
+
+StoreResult<User> SqliteStore::find_user_by_email(std::string_view email) {
+  std::string lowered = lower_ascii(email);
+  auto user = read_tx(*pool_, [&](SqliteConnection& c) {
+    return c.prepare("SELECT " IG_USER_COLS " FROM users WHERE email = ?")
+        .bind(lowered)
+        .one(read_user);
+  });
+  if (!user) return std::unexpected(user.error());
+  if (!*user) return err(StoreErrc::kNotFound, "no user with that email");
+  return std::move(**user);
+}
+
+StoreResult<std::vector<User>> SqliteStore::list_users() {
+  return read_tx(*pool_, [](SqliteConnection& c) {
+    return c.prepare("SELECT " IG_USER_COLS " FROM users ORDER BY id").all(read_user);
+  });
+}
+
+StoreResult<std::int64_t> SqliteStore::count_users() {
+  return read_tx(*pool_, [](SqliteConnection& c) {
+    return found(c.prepare("SELECT COUNT(*) FROM users").one(read_i64), "count", 0);
+  });
+}
+
+StoreResult<void> SqliteStore::set_user_disabled(std::int64_t user_id, bool disabled) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    auto updated =
+        c.prepare("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled, user_id).run();
+    if (!updated) return updated;
+    if (c.changes() == 0) return err(StoreErrc::kNotFound, "no user " + std::to_string(user_id));
+    return bump_auth_version(c);
+  });
+}
+
+// --- API keys ---
+
+StoreResult<ApiKey> SqliteStore::create_api_key(const NewApiKey& key) {
+  std::int64_t now = clock_.now_s();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<ApiKey> {
+    if (auto owner = balance_of(c, key.user_id); !owner) return std::unexpected(owner.error());
+    auto created = c.prepare(
+                        "INSERT INTO api_keys(user_id, name, prefix, last4, hash, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) RETURNING " IG_KEY_COLS)
+                       .bind(key.user_id, key.name, key.prefix, key.last4, key.hash, now)
+                       .one(read_key);
+    if (!created) {
+      if (created.error().code == StoreErrc::kConflict) {
+        return err(StoreErrc::kConflict, "API key hash already exists");
+      }
+      return std::unexpected(created.error());
+    }
+    if (!*created) return err(StoreErrc::kUnavailable, "API key insert returned no row");
+    return std::move(**created);
+  });
+}
+
+StoreResult<std::vector<ApiKey>> SqliteStore::list_api_keys(std::int64_t user_id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    return c
+        .prepare("SELECT " IG_KEY_COLS
+                 " FROM api_keys WHERE user_id = ? AND deleted = 0 "
+                 "ORDER BY id")
+        .bind(user_id)
+        .all(read_key);
+  });
+}
+
+StoreResult<std::vector<ApiKey>> SqliteStore::find_api_keys_by_prefix(std::string_view prefix) {
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    return c
+        .prepare("SELECT " IG_KEY_COLS
+                 " FROM api_keys WHERE prefix = ? AND deleted = 0 "
+                 "ORDER BY id")
+        .bind(prefix)
+        .all(read_key);
+  });
+}
+
+StoreResult<void> SqliteStore::revoke_api_key(std::int64_t key_id) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    auto updated = c.prepare("UPDATE api_keys SET deleted = 1 WHERE id = ?").bind(key_id).run();
+    if (!updated) return updated;
+    if (c.changes() == 0) return err(StoreErrc::kNotFound, "no API key " + std::to_string(key_id));
+    return bump_auth_version(c);
+  });
+}
+
+StoreResult<AuthRecord> SqliteStore::find_auth_by_key_hash(std::string_view hash) {
+  auto record = read_tx(*pool_, [&](SqliteConnection& c) {
+    return c
+        .prepare(
+            "SELECT k.id, k.user_id, k.name, k.prefix, k.last4, k.hash, k.created_at, "
+            "k.last_used_at, k.disabled, k.deleted, u.email, u.disabled, u.is_admin "
+            "FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?")
+        .bind(hash)
+        .one([](Stmt& r) {
+          AuthRecord a;
+          a.key = read_key(r);
+          a.email = r.text(10);
+          a.user_disabled = r.flag(11);
+          a.user_is_admin = r.flag(12);
+          return a;
+        });
+  });
+  if (!record) return std::unexpected(record.error());
+  if (!*record) return err(StoreErrc::kNotFound, "no API key with that hash");
+  return std::move(**record);
+}
+
+StoreResult<void> SqliteStore::touch_api_keys(
+    const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) {
+  if (key_last_used.empty()) return {};
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    for (const auto& [key_id, used_at] : key_last_used) {
+      auto touched = c.prepare(
+                          "UPDATE api_keys SET last_used_at = "
+                          "MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+                         .bind(used_at, key_id)
+                         .run();
+      if (!touched) return touched;
+    }
+    return {};
+  });
+}
+
+StoreResult<std::int64_t> SqliteStore::auth_version() {
+  return read_tx(*pool_, [](SqliteConnection& c) {
+    return found(c.prepare("SELECT value FROM meta WHERE key = 'auth_version'").one(read_i64),
+                 "meta auth_version", 0);
+  });
+}
+
+// --- credit ledger ---
+
+StoreResult<LedgerEntry> SqliteStore::grant(std::int64_t user_id, Micros amount,
+                                            std::string_view note) {
+  if (amount == 0) return err(StoreErrc::kInvalidArgument, "grant amount must not be zero");
+  if (amount > kMaxMicros || amount < -kMaxMicros) {
+    return err(StoreErrc::kInvalidArgument, "grant amount too large");
+  }
+  std::int64_t now = clock_.now_s();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<LedgerEntry> {
+    auto balance = balance_of(c, user_id);
+    if (!balance) return std::unexpected(balance.error());
+    Micros applied = amount;
+    if (amount > 0 && *balance + amount > kMaxMicros) {
+      return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
+    }
+    if (amount < 0) applied = std::max(amount, -*balance);
+    Micros after = *balance + applied;
+    auto updated =
+        c.prepare("UPDATE users SET balance = ? WHERE id = ?").bind(after, user_id).run();
+    if (!updated) return std::unexpected(updated.error());
+    return append_ledger(c, user_id, amount > 0 ? LedgerKind::kGrant : LedgerKind::kAdjust, applied,
+                         after, std::nullopt, "", note, now);
+  });
+}
+
+StoreResult<Hold> SqliteStore::reserve(std::int64_t user_id, Micros amount,
+                                       std::string_view job_id) {
+  if (amount <= 0) return err(StoreErrc::kInvalidArgument, "reserve amount must be positive");
+  std::int64_t now = clock_.now_s();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
+    auto balance = balance_of(c, user_id);
+    if (!balance) return std::unexpected(balance.error());
+    if (*balance < amount) {
+      return err(StoreErrc::kInsufficientCredits, "balance below the amount to reserve");
+    }
+    Micros after = *balance - amount;
+    auto updated = c.prepare("UPDATE users SET balance = ?, reserved = reserved + ? WHERE id = ?")
+                       .bind(after, amount, user_id)
+                       .run();
+    if (!updated) return std::unexpected(updated.error());
+    auto hold = c.prepare(
+                     "INSERT INTO holds(user_id, amount, job_id, created_at) "
+                     "VALUES (?, ?, ?, ?) RETURNING " IG_HOLD_COLS)
+                    .bind(user_id, amount, job_id, now)
+                    .one(read_hold);
+    if (!hold) return std::unexpected(hold.error());
+    if (!*hold) return err(StoreErrc::kUnavailable, "hold insert returned no row");
+    auto row = append_ledger(c, user_id, LedgerKind::kReserve, -amount, after, (*hold)->id, job_id,
+                             "", now);
+    if (!row) return std::unexpected(row.error());
+    return std::move(**hold);
+  });
+}
+
+StoreResult<Hold> SqliteStore::settle(std::int64_t hold_id, Micros actual) {
+  std::int64_t now = clock_.now_s();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
+    auto hold = open_hold(c, hold_id);
+    if (!hold) return hold;
+    if (actual < 0 || actual > hold->amount) {
+      return err(StoreErrc::kInvalidArgument, "settle amount outside 0..held");
+    }
+    hold->state = HoldState::kSettled;
+    hold->charged = actual;
+    hold->resolved_at = now;
+    Micros returned = hold->amount - actual;
+    auto balance = close_hold(c, *hold, returned, now);
+    if (!balance) return std::unexpected(balance.error());
+    auto row = append_ledger(c, hold->user_id, LedgerKind::kSettle, returned, *balance, hold->id,
+                             hold->job_id, "charged " + format_credits(actual), now);
+    if (!row) return std::unexpected(row.error());
+    return hold;
+  });
+}
+
+StoreResult<Hold> SqliteStore::refund(std::int64_t hold_id, std::string_view note) {
+  std::int64_t now = clock_.now_s();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
+    auto hold = open_hold(c, hold_id);
+    if (!hold) return hold;
+    hold->state = HoldState::kRefunded;
+    hold->charged = 0;
+    hold->resolved_at = now;
+    auto balance = close_hold(c, *hold, hold->amount, now);
+    if (!balance) return std::unexpected(balance.error());
+    auto row = append_ledger(c, hold->user_id, LedgerKind::kRefund, hold->amount, *balance,
+                             hold->id, hold->job_id, note, now);
+    if (!row) return std::unexpected(row.error());
+    return hold;
+  });
+}
+
+StoreResult<Hold> SqliteStore::find_hold(std::int64_t hold_id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    return found(
+        c.prepare("SELECT " IG_HOLD_COLS " FROM holds WHERE id = ?").bind(hold_id).one(read_hold),
+        "hold", hold_id);
+  });
+}
+
+StoreResult<std::vector<Hold>> SqliteStore::list_open_holds() {
+  return read_tx(*pool_, [](SqliteConnection& c) {
+    return c.prepare("SELECT " IG_HOLD_COLS " FROM holds WHERE state = 'open' ORDER BY id")
+        .all(read_hold);
+  });
+}
+
+StoreResult<std::vector<LedgerEntry>> SqliteStore::list_ledger(std::int64_t user_id, int limit) {
+  if (limit <= 0) return err(StoreErrc::kInvalidArgument, "limit must be positive");
+  return read_tx(
+      *pool_,
+      [&](SqliteConnection& c) -> StoreResult<std::vector<LedgerEntry>> {
+        if (auto user = balance_of(c, user_id); !user) return std::unexpected(user.error());
+        return c
+            .prepare("SELECT " IG_LEDGER_COLS
+                     " FROM ledger WHERE user_id = ? "
+                     "ORDER BY id DESC LIMIT ?")
+            .bind(user_id, limit)
+            .all(read_entry);
+      },
+      /*snapshot=*/true);
+}
+
+StoreResult<LedgerCheckReport> SqliteStore::check_ledger() {
+  auto body = [](SqliteConnection& c) -> StoreResult<LedgerCheckReport> {
+    LedgerCheckReport report;
+    auto violation = [&](std::string line) { report.violations.push_back(std::move(line)); };
+    auto n = [](std::int64_t v) { return std::to_string(v); };
+
+    auto counts = c.prepare(
+                       "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM ledger), "
+                       "(SELECT COUNT(*) FROM holds), "
+                       "(SELECT COUNT(*) FROM holds WHERE state = 'open')")
+                      .one([&](Stmt& r) {
+                        report.users_checked = r.i64(0);
+                        report.ledger_rows_checked = r.i64(1);
+                        report.holds_checked = r.i64(2);
+                        report.open_holds = r.i64(3);
+                        return 0;
+                      });
+    if (!counts) return std::unexpected(counts.error());
+
+    // Rows whose balance_after disagrees with the running sum of the user's rows.
+    auto rows =
+        c.prepare(
+             "SELECT id, user_id, balance_after, running FROM ("
+             "SELECT id, user_id, balance_after, SUM(amount) OVER "
+             "(PARTITION BY user_id ORDER BY id) AS running FROM ledger) "
+             "WHERE balance_after <> running ORDER BY id")
+            .each([&](Stmt& r) {
+              violation("ledger row " + n(r.i64(0)) + " (user " + n(r.i64(1)) +
+                        "): balance_after " + n(r.i64(2)) + " != running sum " + n(r.i64(3)));
+            });
+    if (!rows) return std::unexpected(rows.error());
+
+    auto users =
+        c.prepare(
+             "SELECT u.id, u.balance, u.reserved, "
+             "COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id), 0), "
+             "COALESCE((SELECT SUM(h.amount) FROM holds h "
+             "WHERE h.user_id = u.id AND h.state = 'open'), 0) "
+             "FROM users u ORDER BY u.id")
+            .each([&](Stmt& r) {
+              std::string who = "user " + n(r.i64(0));
+              Micros balance = r.i64(1), reserved = r.i64(2), sum = r.i64(3), held = r.i64(4);
+              if (balance < 0) violation(who + ": negative balance " + n(balance));
+              if (reserved < 0) violation(who + ": negative reserved " + n(reserved));
+              if (balance != sum) {
+                violation(who + ": balance " + n(balance) + " != sum of ledger rows " + n(sum));
+              }
+              if (reserved != held) {
+                violation(who + ": reserved " + n(reserved) + " != sum of open holds " + n(held));
+              }
+            });
+    if (!users) return std::unexpected(users.error());
+
+    auto holds =
+        c.prepare(
+             "SELECT h.id, h.state, h.amount, h.charged, "
+             "COUNT(CASE WHEN l.kind = 'reserve' THEN 1 END), "
+             "COALESCE(SUM(CASE WHEN l.kind = 'reserve' THEN l.amount END), 0), "
+             "COUNT(CASE WHEN l.kind = 'settle' THEN 1 END), "
+             "COALESCE(SUM(CASE WHEN l.kind = 'settle' THEN l.amount END), 0), "
+             "COUNT(CASE WHEN l.kind = 'refund' THEN 1 END), "
+             "COALESCE(SUM(CASE WHEN l.kind = 'refund' THEN l.amount END), 0), "
+             "COUNT(CASE WHEN l.user_id <> h.user_id THEN 1 END) "
+             "FROM holds h LEFT JOIN ledger l ON l.hold_id = h.id "
+             "GROUP BY h.id ORDER BY h.id")
+            .each([&](Stmt& r) {
+              std::string state = r.text(1);
+              HoldState hold_state = state_from(state);
+              std::string who = "hold " + n(r.i64(0)) + " (" + state + ")";
+              Micros amount = r.i64(2), charged = r.i64(3);
+              std::int64_t reserve_rows = r.i64(4), settle_rows = r.i64(6), refund_rows = r.i64(8),
+                           foreign_rows = r.i64(10);
+              Micros reserve_sum = r.i64(5), settle_sum = r.i64(7), refund_sum = r.i64(9);
+              if (reserve_rows != 1 || reserve_sum != -amount) {
+                violation(who + ": " + n(reserve_rows) + " reserve rows summing to " +
+                          n(reserve_sum) + ", expected one of " + n(-amount));
+              }
+              std::int64_t resolutions = settle_rows + refund_rows;
+              std::int64_t expected = hold_state == HoldState::kOpen ? 0 : 1;
+              if (resolutions != expected) {
+                violation(who + ": " + n(resolutions) + " settle/refund rows, expected " +
+                          n(expected));
+              } else if (hold_state == HoldState::kSettled &&
+                         (settle_rows != 1 || settle_sum != amount - charged)) {
+                violation(who + ": settle row missing or returns " + n(settle_sum) + ", expected " +
+                          n(amount - charged));
+              } else if (hold_state == HoldState::kRefunded &&
+                         (refund_rows != 1 || refund_sum != amount)) {
+                violation(who + ": refund row missing or returns " + n(refund_sum) + ", expected " +
+                          n(amount));
+              }
+              if (charged < 0 || charged > amount ||
+                  (hold_state != HoldState::kSettled && charged != 0)) {
+                violation(who + ": charged " + n(charged) + " inconsistent with amount " +
+                          n(amount));
+              }
+              if (foreign_rows != 0) {
+                violation(who + ": " + n(foreign_rows) + " ledger rows belong to another user");
+              }
+            });
+    if (!holds) return std::unexpected(holds.error());
+    return report;
+  };
+  return read_tx(*pool_, body, /*snapshot=*/true);
+}
+
+#undef IG_USER_COLS
+#undef IG_KEY_COLS
+#undef IG_HOLD_COLS
+#undef IG_LEDGER_COLS
+
+}  // namespace ig::store

@@ -1,0 +1,80 @@
+#pragma once
+// SqliteStore: the production Store on one SQLite file (WAL mode).
+//
+// Promises, beyond store.h:
+//  - Every balance change runs as one BEGIN IMMEDIATE transaction on one connection, so the
+//    no-overdraft and resolve-at-most-once rules hold across threads *and* across processes
+//    sharing the file (server + CLI). SQLITE_BUSY beyond the busy timeout is retried a bounded
+//    number of times, then reported as kUnavailable.
+//  - The schema is versioned; open() applies missing migrations exactly once, safely even when
+//    two processes open the same file at the same moment.
+//  - Committed ledger changes survive power loss (synchronous=FULL).
+//  - No SQL leaves this folder; no exception leaves this class.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "store/store.h"
+
+namespace ig::store {
+
+namespace detail {
+class SqlitePool;
+}  // namespace detail
+
+struct SqliteSettings {
+  std::string path;  // database file; missing parent directories are created
+  int busy_timeout_ms = 5000;
+  int pool_size = 4;
+};
+
+class SqliteStore final : public Store {
+ public:
+  static StoreResult<std::unique_ptr<SqliteStore>> open(const SqliteSettings& settings,
+                                                        const Clock& clock);
+  // Version of the newest migration compiled into this binary.
+  static std::int64_t latest_schema_version();
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  StoreResult<void> ping() override;
+
+  StoreResult<User> create_user(const NewUser& user) override;
+  StoreResult<User> find_user(std::int64_t user_id) override;
+  StoreResult<User> find_user_by_email(std::string_view email) override;
+  StoreResult<std::vector<User>> list_users() override;
+  StoreResult<std::int64_t> count_users() override;
+  StoreResult<void> set_user_disabled(std::int64_t user_id, bool disabled) override;
+
+  StoreResult<ApiKey> create_api_key(const NewApiKey& key) override;
+  StoreResult<std::vector<ApiKey>> list_api_keys(std::int64_t user_id) override;
+  StoreResult<std::vector<ApiKey>> find_api_keys_by_prefix(std::string_view prefix) override;
+  StoreResult<void> revoke_api_key(std::int64_t key_id) override;
+  StoreResult<AuthRecord> find_auth_by_key_hash(std::string_view hash) override;
+  StoreResult<void> touch_api_keys(
+      const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) override;
+  StoreResult<std::int64_t> auth_version() override;
+
+  StoreResult<LedgerEntry> grant(std::int64_t user_id, Micros amount,
+                                 std::string_view note) override;
+  StoreResult<Hold> reserve(std::int64_t user_id, Micros amount, std::string_view job_id) override;
+  StoreResult<Hold> settle(std::int64_t hold_id, Micros actual) override;
+  StoreResult<Hold> refund(std::int64_t hold_id, std::string_view note) override;
+  StoreResult<Hold> find_hold(std::int64_t hold_id) override;
+  StoreResult<std::vector<Hold>> list_open_holds() override;
+  StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
+  StoreResult<LedgerCheckReport> check_ledger() override;
+
+ private:
+  SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock);
+
+  std::unique_ptr<detail::SqlitePool> pool_;  // connections, statement caches, writer lock
+  const Clock& clock_;
+};
+
+}  // namespace ig::store

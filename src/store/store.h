@@ -1,0 +1,180 @@
+#pragma once
+// Store: everything imagegate persists, behind one interface. Callers never see SQL.
+//
+// Promises every implementation keeps (and store_contract_test checks):
+//  - Emails are unique case-insensitively and stored lower-cased.
+//  - Each balance change is exactly one ledger row written in the same atomic step as the
+//    change, carrying the balance after it.
+//  - A user's balance never goes below zero, whatever the concurrency: a reserve or a negative
+//    adjustment that would overdraw fails (reserve) or is clamped at zero (adjust).
+//  - A hold is resolved (settled or refunded) at most once; a second attempt changes nothing
+//    and returns kAlreadyResolved.
+//  - All methods are blocking and thread-safe: call them from the blocking pool, never from an
+//    IO thread.
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "billing/money.h"
+
+namespace ig::store {
+
+enum class StoreErrc {
+  kNotFound,
+  kConflict,             // unique constraint (e.g. duplicate email)
+  kInsufficientCredits,  // reserve larger than the available balance
+  kAlreadyResolved,      // settle/refund of a hold that is no longer open
+  kInvalidArgument,      // e.g. non-positive reserve, settle above the held amount
+  kUnavailable,          // the backend failed (I/O, lock timeout, corruption)
+};
+
+struct StoreError {
+  StoreErrc code;
+  std::string message;
+};
+
+template <class T>
+using StoreResult = std::expected<T, StoreError>;
+
+struct User {
+  std::int64_t id = 0;
+  std::string email;  // lower-cased
+  std::string password_hash;
+  bool is_admin = false;
+  bool disabled = false;
+  std::int64_t created_at = 0;  // unix seconds
+  Micros balance = 0;           // available to spend
+  Micros reserved = 0;          // sum of open holds
+};
+
+struct NewUser {
+  std::string email;
+  std::string password_hash;
+  bool is_admin = false;
+};
+
+struct ApiKey {
+  std::int64_t id = 0;
+  std::int64_t user_id = 0;
+  std::string name;
+  std::string prefix;  // "sk-" + first 8 characters, for listing and revoking
+  std::string last4;
+  std::string hash;  // hex SHA-256 of the whole key
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> last_used_at;
+  bool disabled = false;
+  bool deleted = false;
+};
+
+struct NewApiKey {
+  std::int64_t user_id = 0;
+  std::string name;
+  std::string prefix;
+  std::string last4;
+  std::string hash;
+};
+
+// What authentication needs, in one lookup.
+struct AuthRecord {
+  ApiKey key;
+  std::string email;
+  bool user_disabled = false;
+  bool user_is_admin = false;
+};
+
+enum class LedgerKind { kGrant, kAdjust, kReserve, kSettle, kRefund };
+std::string_view to_string(LedgerKind kind);
+
+struct LedgerEntry {
+  std::int64_t id = 0;
+  std::int64_t user_id = 0;
+  LedgerKind kind = LedgerKind::kGrant;
+  Micros amount = 0;  // signed change to the balance
+  Micros balance_after = 0;
+  std::optional<std::int64_t> hold_id;
+  std::string job_id;
+  std::string note;
+  std::int64_t created_at = 0;
+};
+
+enum class HoldState { kOpen, kSettled, kRefunded };
+std::string_view to_string(HoldState state);
+
+struct Hold {
+  std::int64_t id = 0;
+  std::int64_t user_id = 0;
+  Micros amount = 0;   // reserved
+  Micros charged = 0;  // final charge once settled; 0 while open or refunded
+  std::string job_id;
+  HoldState state = HoldState::kOpen;
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> resolved_at;
+};
+
+struct LedgerCheckReport {
+  std::int64_t users_checked = 0;
+  std::int64_t ledger_rows_checked = 0;
+  std::int64_t holds_checked = 0;
+  std::int64_t open_holds = 0;
+  std::vector<std::string> violations;  // empty when the ledger is consistent
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Cheap round trip proving the backend answers (for /readyz).
+  virtual StoreResult<void> ping() = 0;
+
+  // --- users ---
+  virtual StoreResult<User> create_user(const NewUser& user) = 0;  // kConflict on duplicate
+  virtual StoreResult<User> find_user(std::int64_t user_id) = 0;
+  virtual StoreResult<User> find_user_by_email(std::string_view email) = 0;  // any case
+  virtual StoreResult<std::vector<User>> list_users() = 0;                    // by id
+  virtual StoreResult<std::int64_t> count_users() = 0;
+  // Disabling a user bumps auth_version().
+  virtual StoreResult<void> set_user_disabled(std::int64_t user_id, bool disabled) = 0;
+
+  // --- API keys ---
+  virtual StoreResult<ApiKey> create_api_key(const NewApiKey& key) = 0;  // kConflict on hash
+  virtual StoreResult<std::vector<ApiKey>> list_api_keys(std::int64_t user_id) = 0;  // not deleted
+  virtual StoreResult<std::vector<ApiKey>> find_api_keys_by_prefix(std::string_view prefix) = 0;
+  // Marks the key deleted (it never authenticates again) and bumps auth_version().
+  virtual StoreResult<void> revoke_api_key(std::int64_t key_id) = 0;
+  // kNotFound for an unknown hash. Deleted keys are returned with deleted=true.
+  virtual StoreResult<AuthRecord> find_auth_by_key_hash(std::string_view hash) = 0;
+  // Batched last_used_at updates: (key_id, unix seconds). Never moves a timestamp backwards.
+  virtual StoreResult<void> touch_api_keys(
+      const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) = 0;
+  // Monotonic counter that changes whenever a key is revoked or a user disabled, so an auth
+  // cache can notice revocations made by another process.
+  virtual StoreResult<std::int64_t> auth_version() = 0;
+
+  // --- credit ledger ---
+  // Adds a positive amount (kind grant). A negative amount adjusts down (kind adjust), clamped
+  // so the balance stops at zero; the returned row shows what was actually applied.
+  // A zero amount is kInvalidArgument.
+  virtual StoreResult<LedgerEntry> grant(std::int64_t user_id, Micros amount,
+                                         std::string_view note) = 0;
+  // Moves `amount` (> 0) from the balance into a new open hold.
+  virtual StoreResult<Hold> reserve(std::int64_t user_id, Micros amount,
+                                    std::string_view job_id) = 0;
+  // Charges `actual` (0 <= actual <= held) and returns the rest to the balance.
+  virtual StoreResult<Hold> settle(std::int64_t hold_id, Micros actual) = 0;
+  // Returns the whole held amount to the balance.
+  virtual StoreResult<Hold> refund(std::int64_t hold_id, std::string_view note) = 0;
+  virtual StoreResult<Hold> find_hold(std::int64_t hold_id) = 0;
+  virtual StoreResult<std::vector<Hold>> list_open_holds() = 0;
+  // Newest first.
+  virtual StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id,
+                                                            int limit) = 0;
+  // Verifies, over all data: balance == sum of the user's ledger rows; reserved == sum of open
+  // holds; no balance negative; every hold resolved at most once and consistent with its rows.
+  virtual StoreResult<LedgerCheckReport> check_ledger() = 0;
+};
+
+}  // namespace ig::store

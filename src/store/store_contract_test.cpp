@@ -1,0 +1,1006 @@
+// The Store contract: one suite, written only against Store&, run over every backend. A new
+// backend (e.g. PostgreSQL) joins by adding one line to backend_cases().
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "store/memory/memory_store.h"
+#include "store/sqlite/sqlite_store.h"
+#include "store/store.h"
+
+namespace ig::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+// --- helpers ---
+
+std::string errc_name(StoreErrc code) {
+  switch (code) {
+    case StoreErrc::kNotFound:
+      return "kNotFound";
+    case StoreErrc::kConflict:
+      return "kConflict";
+    case StoreErrc::kInsufficientCredits:
+      return "kInsufficientCredits";
+    case StoreErrc::kAlreadyResolved:
+      return "kAlreadyResolved";
+    case StoreErrc::kInvalidArgument:
+      return "kInvalidArgument";
+    case StoreErrc::kUnavailable:
+      return "kUnavailable";
+  }
+  return "?";
+}
+
+// "ok" or the error code's name, so EXPECT_EQ prints something readable.
+template <class T>
+std::string code(const StoreResult<T>& result) {
+  return result ? "ok" : errc_name(result.error().code);
+}
+
+template <class T>
+testing::AssertionResult ok(const StoreResult<T>& result) {
+  if (result) return testing::AssertionSuccess();
+  return testing::AssertionFailure()
+         << errc_name(result.error().code) << ": " << result.error().message;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& line : lines) out += line + "\n";
+  return out;
+}
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "imagegate-store-XXXXXX").string();
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// --- backends ---
+
+// One backend instance under test, owning whatever it needs (files, servers).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Store& store() = 0;
+};
+
+class MemoryBackend final : public Backend {
+ public:
+  explicit MemoryBackend(const Clock& clock) : store_(clock) {}
+  Store& store() override { return store_; }
+
+ private:
+  MemoryStore store_;
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  explicit SqliteBackend(const Clock& clock) {
+    auto opened =
+        SqliteStore::open({.path = (dir_.path() / "db" / "imagegate.db").string()}, clock);
+    if (opened) {
+      store_ = std::move(*opened);
+    } else {
+      ADD_FAILURE() << "SqliteStore::open: " << opened.error().message;
+    }
+  }
+  Store& store() override { return *store_; }
+  bool ready() const { return store_ != nullptr; }
+
+ private:
+  TempDir dir_;  // declared first: outlives the store
+  std::unique_ptr<SqliteStore> store_;
+};
+
+// Returns nullptr when the backend cannot run here (the test is then skipped).
+using BackendFactory = std::function<std::unique_ptr<Backend>(const Clock&)>;
+
+struct BackendCase {
+  std::string name;
+  BackendFactory make;
+};
+
+void PrintTo(const BackendCase& backend, std::ostream* out) { *out << backend.name; }
+
+std::vector<BackendCase> backend_cases() {
+  return {
+      {"memory", [](const Clock& clock) { return std::make_unique<MemoryBackend>(clock); }},
+      {"sqlite",
+       [](const Clock& clock) -> std::unique_ptr<Backend> {
+         auto backend = std::make_unique<SqliteBackend>(clock);
+         if (!backend->ready()) return nullptr;
+         return backend;
+       }},
+  };
+}
+
+// --- the no-overdraft race, shared by the contract suite and the two-process test ---
+
+struct RaceOutcome {
+  int succeeded = 0;
+  int insufficient = 0;
+  std::vector<std::string> other_errors;
+  std::vector<Hold> holds;
+};
+
+// `calls` reserve(amount) calls from `threads` threads, thread t going through stores[t % n].
+RaceOutcome race_reserves(const std::vector<Store*>& stores, std::int64_t user_id, Micros amount,
+                          int calls, int threads) {
+  RaceOutcome outcome;
+  std::mutex mu;
+  std::atomic<int> next{0};
+  std::latch start(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      Store& store = *stores[static_cast<std::size_t>(t) % stores.size()];
+      start.arrive_and_wait();
+      for (int i = next.fetch_add(1); i < calls; i = next.fetch_add(1)) {
+        auto hold = store.reserve(user_id, amount, "race-" + std::to_string(i));
+        std::lock_guard lock(mu);
+        if (hold) {
+          ++outcome.succeeded;
+          outcome.holds.push_back(*hold);
+        } else if (hold.error().code == StoreErrc::kInsufficientCredits) {
+          ++outcome.insufficient;
+        } else {
+          outcome.other_errors.push_back(hold.error().message);
+        }
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  return outcome;
+}
+
+struct OverdraftScenario {
+  Micros funded = credits(100);
+  Micros each = credits(1);
+  int calls = 300;
+  int threads = 16;
+};
+
+void expect_clean_ledger(Store& store) {
+  auto report = store.check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
+}
+
+// Funds a fresh user, races reserves through `stores`, then races to settle half the holds and
+// refund the other half, checking the books after each phase. Extend by varying the scenario.
+void run_no_overdraft(Store& admin, const std::vector<Store*>& stores, const OverdraftScenario& s) {
+  auto user = admin.create_user({.email = "race@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(admin.grant(user->id, s.funded, "seed")));
+  const int fit = static_cast<int>(s.funded / s.each);
+
+  RaceOutcome race = race_reserves(stores, user->id, s.each, s.calls, s.threads);
+  EXPECT_TRUE(race.other_errors.empty()) << joined(race.other_errors);
+  EXPECT_EQ(race.succeeded, std::min(fit, s.calls));
+  EXPECT_EQ(race.insufficient, s.calls - std::min(fit, s.calls));
+  auto after_race = admin.find_user(user->id);
+  ASSERT_TRUE(ok(after_race));
+  EXPECT_EQ(after_race->balance, s.funded - race.succeeded * s.each);
+  EXPECT_EQ(after_race->reserved, race.succeeded * s.each);
+  expect_clean_ledger(admin);
+
+  // Even-numbered holds are settled (alternately in full and for a quarter), odd ones refunded.
+  // Every hold is resolved twice at once with the same operation: exactly one attempt may win.
+  std::sort(race.holds.begin(), race.holds.end(),
+            [](const Hold& a, const Hold& b) { return a.id < b.id; });
+  auto charge_for = [](std::size_t i, const Hold& hold) {
+    return i % 4 == 0 ? hold.amount : hold.amount / 4;
+  };
+  Micros charged = 0;
+  for (std::size_t i = 0; i < race.holds.size(); i += 2) charged += charge_for(i, race.holds[i]);
+
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::atomic<std::size_t> next{0};
+  std::atomic<int> won{0}, already{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < s.threads; ++t) {
+    workers.emplace_back([&, t] {
+      Store& store = *stores[static_cast<std::size_t>(t) % stores.size()];
+      for (std::size_t task = next++; task < 2 * race.holds.size(); task = next++) {
+        std::size_t i = task / 2;
+        const Hold& hold = race.holds[i];
+        auto result = i % 2 == 0 ? store.settle(hold.id, charge_for(i, hold))
+                                 : store.refund(hold.id, "race refund");
+        if (result) {
+          ++won;
+        } else if (result.error().code == StoreErrc::kAlreadyResolved) {
+          ++already;
+        } else {
+          std::lock_guard lock(mu);
+          errors.push_back(result.error().message);
+        }
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  EXPECT_TRUE(errors.empty()) << joined(errors);
+  EXPECT_EQ(won.load(), race.succeeded);
+  EXPECT_EQ(already.load(), race.succeeded);
+
+  auto final_user = admin.find_user(user->id);
+  ASSERT_TRUE(ok(final_user));
+  EXPECT_EQ(final_user->balance, s.funded - charged);
+  EXPECT_EQ(final_user->reserved, 0);
+  auto open = admin.list_open_holds();
+  ASSERT_TRUE(ok(open));
+  EXPECT_TRUE(open->empty());
+  expect_clean_ledger(admin);
+}
+
+// --- the contract suite ---
+
+class StoreContractTest : public testing::TestWithParam<BackendCase> {
+ protected:
+  void SetUp() override {
+    backend_ = GetParam().make(clock_);
+    if (backend_ == nullptr) GTEST_SKIP() << GetParam().name << " backend unavailable here";
+  }
+
+  Store& store() { return backend_->store(); }
+
+  User make_user(const std::string& email, bool is_admin = false) {
+    auto user =
+        store().create_user({.email = email, .password_hash = "hash", .is_admin = is_admin});
+    EXPECT_TRUE(ok(user));
+    return user.value_or(User{});
+  }
+
+  User funded_user(const std::string& email, Micros amount) {
+    User user = make_user(email);
+    EXPECT_TRUE(ok(store().grant(user.id, amount, "seed")));
+    return *store().find_user(user.id);
+  }
+
+  ApiKey make_key(std::int64_t user_id, const std::string& prefix, const std::string& hash) {
+    auto key = store().create_api_key({.user_id = user_id,
+                                       .name = "key " + hash,
+                                       .prefix = prefix,
+                                       .last4 = "abcd",
+                                       .hash = hash});
+    EXPECT_TRUE(ok(key));
+    return key.value_or(ApiKey{});
+  }
+
+  std::size_t ledger_size(std::int64_t user_id) {
+    auto rows = store().list_ledger(user_id, 1000);
+    EXPECT_TRUE(ok(rows));
+    return rows ? rows->size() : 0;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(StoreContractTest, Ping) { EXPECT_TRUE(ok(store().ping())); }
+
+TEST_P(StoreContractTest, CreateUserLowercasesEmailAndFindsItInAnyCase) {
+  auto created = store().create_user(
+      {.email = "Alice@Example.COM", .password_hash = "argon", .is_admin = true});
+  ASSERT_TRUE(ok(created));
+  EXPECT_GT(created->id, 0);
+  EXPECT_EQ(created->email, "alice@example.com");
+  EXPECT_EQ(created->password_hash, "argon");
+  EXPECT_TRUE(created->is_admin);
+  EXPECT_FALSE(created->disabled);
+  EXPECT_EQ(created->created_at, clock_.now_s());
+  EXPECT_EQ(created->balance, 0);
+  EXPECT_EQ(created->reserved, 0);
+
+  auto by_id = store().find_user(created->id);
+  ASSERT_TRUE(ok(by_id));
+  EXPECT_EQ(by_id->email, "alice@example.com");
+  EXPECT_EQ(by_id->created_at, created->created_at);
+
+  for (const char* spelling : {"alice@example.com", "ALICE@EXAMPLE.COM", "aLiCe@example.Com"}) {
+    auto found = store().find_user_by_email(spelling);
+    ASSERT_TRUE(ok(found)) << spelling;
+    EXPECT_EQ(found->id, created->id);
+  }
+  EXPECT_EQ(code(store().find_user_by_email("bob@example.com")), "kNotFound");
+  EXPECT_EQ(code(store().find_user(created->id + 1000)), "kNotFound");
+  EXPECT_EQ(code(store().create_user({.email = "", .password_hash = "x"})), "kInvalidArgument");
+}
+
+TEST_P(StoreContractTest, DuplicateEmailInAnyCaseConflicts) {
+  make_user("carol@example.com");
+  EXPECT_EQ(code(store().create_user({.email = "carol@example.com", .password_hash = "x"})),
+            "kConflict");
+  EXPECT_EQ(code(store().create_user({.email = "CAROL@Example.com", .password_hash = "x"})),
+            "kConflict");
+  EXPECT_EQ(*store().count_users(), 1);
+}
+
+TEST_P(StoreContractTest, ListsAndCountsUsersById) {
+  EXPECT_EQ(*store().count_users(), 0);
+  User a = make_user("a@example.com");
+  User b = make_user("b@example.com");
+  User c = make_user("c@example.com");
+  auto users = store().list_users();
+  ASSERT_TRUE(ok(users));
+  ASSERT_EQ(users->size(), 3u);
+  EXPECT_EQ((*users)[0].id, a.id);
+  EXPECT_EQ((*users)[1].id, b.id);
+  EXPECT_EQ((*users)[2].id, c.id);
+  EXPECT_LT(a.id, b.id);
+  EXPECT_LT(b.id, c.id);
+  EXPECT_EQ(*store().count_users(), 3);
+}
+
+TEST_P(StoreContractTest, DisablingAUserBumpsAuthVersion) {
+  User user = make_user("dave@example.com");
+  auto before = store().auth_version();
+  ASSERT_TRUE(ok(before));
+  ASSERT_TRUE(ok(store().set_user_disabled(user.id, true)));
+  auto after = store().auth_version();
+  ASSERT_TRUE(ok(after));
+  EXPECT_GT(*after, *before);
+  EXPECT_TRUE(store().find_user(user.id)->disabled);
+
+  ASSERT_TRUE(ok(store().set_user_disabled(user.id, false)));
+  EXPECT_FALSE(store().find_user(user.id)->disabled);
+  EXPECT_GT(*store().auth_version(), *after);
+  EXPECT_EQ(code(store().set_user_disabled(user.id + 1000, true)), "kNotFound");
+}
+
+TEST_P(StoreContractTest, CreatesListsAndFindsKeysByExactPrefix) {
+  User alice = make_user("alice@example.com");
+  User bob = make_user("bob@example.com");
+  ApiKey k1 = make_key(alice.id, "sk-AAAAAAAA", "hash-1");
+  ApiKey k2 = make_key(alice.id, "sk-BBBBBBBB", "hash-2");
+  ApiKey k3 = make_key(bob.id, "sk-AAAAAAAA", "hash-3");
+  EXPECT_EQ(k1.user_id, alice.id);
+  EXPECT_EQ(k1.name, "key hash-1");
+  EXPECT_EQ(k1.prefix, "sk-AAAAAAAA");
+  EXPECT_EQ(k1.last4, "abcd");
+  EXPECT_EQ(k1.hash, "hash-1");
+  EXPECT_EQ(k1.created_at, clock_.now_s());
+  EXPECT_FALSE(k1.last_used_at.has_value());
+  EXPECT_FALSE(k1.disabled);
+  EXPECT_FALSE(k1.deleted);
+
+  auto listed = store().list_api_keys(alice.id);
+  ASSERT_TRUE(ok(listed));
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, k1.id);
+  EXPECT_EQ((*listed)[1].id, k2.id);
+
+  auto by_prefix = store().find_api_keys_by_prefix("sk-AAAAAAAA");
+  ASSERT_TRUE(ok(by_prefix));
+  ASSERT_EQ(by_prefix->size(), 2u);
+  EXPECT_EQ((*by_prefix)[0].id, k1.id);
+  EXPECT_EQ((*by_prefix)[1].id, k3.id);
+  EXPECT_TRUE(store().find_api_keys_by_prefix("sk-AAAA")->empty());
+  EXPECT_TRUE(store().find_api_keys_by_prefix("sk-aaaaaaaa")->empty());
+
+  EXPECT_EQ(
+      code(store().create_api_key(
+          {.user_id = bob.id, .name = "dup", .prefix = "sk-X", .last4 = "x", .hash = "hash-1"})),
+      "kConflict");
+  EXPECT_EQ(code(store().create_api_key({.user_id = bob.id + 1000,
+                                         .name = "n",
+                                         .prefix = "sk-Y",
+                                         .last4 = "y",
+                                         .hash = "hash-9"})),
+            "kNotFound");
+}
+
+TEST_P(StoreContractTest, RevokedKeysDisappearFromListsAndBumpAuthVersion) {
+  User user = make_user("erin@example.com");
+  ApiKey kept = make_key(user.id, "sk-KEEPKEEP", "hash-keep");
+  ApiKey gone = make_key(user.id, "sk-GONEGONE", "hash-gone");
+  std::int64_t before = *store().auth_version();
+
+  ASSERT_TRUE(ok(store().revoke_api_key(gone.id)));
+  EXPECT_GT(*store().auth_version(), before);
+  auto listed = store().list_api_keys(user.id);
+  ASSERT_TRUE(ok(listed));
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id, kept.id);
+  EXPECT_TRUE(store().find_api_keys_by_prefix("sk-GONEGONE")->empty());
+
+  auto auth = store().find_auth_by_key_hash("hash-gone");
+  ASSERT_TRUE(ok(auth));
+  EXPECT_TRUE(auth->key.deleted);
+  EXPECT_EQ(auth->key.id, gone.id);
+  EXPECT_EQ(code(store().revoke_api_key(gone.id + 1000)), "kNotFound");
+}
+
+TEST_P(StoreContractTest, FindAuthByKeyHashJoinsTheUser) {
+  User admin = make_user("Root@Example.com", /*is_admin=*/true);
+  ApiKey key = make_key(admin.id, "sk-ROOTROOT", "hash-root");
+
+  auto auth = store().find_auth_by_key_hash("hash-root");
+  ASSERT_TRUE(ok(auth));
+  EXPECT_EQ(auth->key.id, key.id);
+  EXPECT_EQ(auth->key.user_id, admin.id);
+  EXPECT_EQ(auth->key.prefix, "sk-ROOTROOT");
+  EXPECT_FALSE(auth->key.deleted);
+  EXPECT_EQ(auth->email, "root@example.com");
+  EXPECT_TRUE(auth->user_is_admin);
+  EXPECT_FALSE(auth->user_disabled);
+
+  ASSERT_TRUE(ok(store().set_user_disabled(admin.id, true)));
+  auth = store().find_auth_by_key_hash("hash-root");
+  ASSERT_TRUE(ok(auth));
+  EXPECT_TRUE(auth->user_disabled);
+  EXPECT_EQ(code(store().find_auth_by_key_hash("no-such-hash")), "kNotFound");
+}
+
+TEST_P(StoreContractTest, TouchNeverMovesLastUsedBackwards) {
+  User user = make_user("frank@example.com");
+  ApiKey a = make_key(user.id, "sk-AAAAAAAA", "hash-a");
+  ApiKey b = make_key(user.id, "sk-BBBBBBBB", "hash-b");
+  auto last_used = [&](const ApiKey& key) {
+    return store().find_auth_by_key_hash(key.hash)->key.last_used_at;
+  };
+
+  ASSERT_TRUE(ok(store().touch_api_keys({})));
+  ASSERT_TRUE(ok(store().touch_api_keys({{a.id, 1000}, {b.id, 500}, {b.id + 1000, 9}})));
+  EXPECT_EQ(last_used(a), 1000);
+  EXPECT_EQ(last_used(b), 500);
+  ASSERT_TRUE(ok(store().touch_api_keys({{a.id, 900}, {b.id, 700}})));
+  EXPECT_EQ(last_used(a), 1000);
+  EXPECT_EQ(last_used(b), 700);
+  ASSERT_TRUE(ok(store().touch_api_keys({{a.id, 2000}, {a.id, 1500}})));
+  EXPECT_EQ(last_used(a), 2000);
+}
+
+TEST_P(StoreContractTest, GrantAddsAndNegativeAdjustClampsAtZero) {
+  User user = make_user("gina@example.com");
+  auto granted = store().grant(user.id, credits(10), "welcome");
+  ASSERT_TRUE(ok(granted));
+  EXPECT_EQ(granted->kind, LedgerKind::kGrant);
+  EXPECT_EQ(granted->amount, credits(10));
+  EXPECT_EQ(granted->balance_after, credits(10));
+  EXPECT_EQ(granted->user_id, user.id);
+  EXPECT_EQ(granted->note, "welcome");
+  EXPECT_FALSE(granted->hold_id.has_value());
+  EXPECT_EQ(granted->created_at, clock_.now_s());
+
+  auto down = store().grant(user.id, -credits(3), "correction");
+  ASSERT_TRUE(ok(down));
+  EXPECT_EQ(down->kind, LedgerKind::kAdjust);
+  EXPECT_EQ(down->amount, -credits(3));
+  EXPECT_EQ(down->balance_after, credits(7));
+
+  auto clamped = store().grant(user.id, -credits(100), "wipe");
+  ASSERT_TRUE(ok(clamped));
+  EXPECT_EQ(clamped->kind, LedgerKind::kAdjust);
+  EXPECT_EQ(clamped->amount, -credits(7));
+  EXPECT_EQ(clamped->balance_after, 0);
+
+  auto at_zero = store().grant(user.id, -1, "again");
+  ASSERT_TRUE(ok(at_zero));
+  EXPECT_EQ(at_zero->kind, LedgerKind::kAdjust);
+  EXPECT_EQ(at_zero->amount, 0);
+  EXPECT_EQ(at_zero->balance_after, 0);
+  EXPECT_EQ(store().find_user(user.id)->balance, 0);
+  EXPECT_EQ(ledger_size(user.id), 4u);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, GrantRejectsZeroOverflowAndUnknownUsers) {
+  User user = make_user("hank@example.com");
+  EXPECT_EQ(code(store().grant(user.id, 0, "nothing")), "kInvalidArgument");
+  EXPECT_EQ(code(store().grant(user.id + 1000, credits(1), "ghost")), "kNotFound");
+  ASSERT_TRUE(ok(store().grant(user.id, kMaxMicros, "max")));
+  EXPECT_EQ(code(store().grant(user.id, 1, "one too many")), "kInvalidArgument");
+  EXPECT_EQ(code(store().grant(user.id, kMaxMicros + 1, "huge")), "kInvalidArgument");
+  EXPECT_EQ(store().find_user(user.id)->balance, kMaxMicros);
+  EXPECT_EQ(ledger_size(user.id), 1u);
+}
+
+TEST_P(StoreContractTest, ReserveBeyondBalanceFailsAndWritesNothing) {
+  User user = funded_user("ivan@example.com", credits(5));
+  std::size_t rows = ledger_size(user.id);
+  EXPECT_EQ(code(store().reserve(user.id, credits(5) + 1, "job-big")), "kInsufficientCredits");
+  EXPECT_EQ(code(store().reserve(user.id, 0, "job-zero")), "kInvalidArgument");
+  EXPECT_EQ(code(store().reserve(user.id, -1, "job-neg")), "kInvalidArgument");
+  EXPECT_EQ(code(store().reserve(user.id + 1000, 1, "job-ghost")), "kNotFound");
+  EXPECT_EQ(ledger_size(user.id), rows);
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(5));
+  EXPECT_EQ(after->reserved, 0);
+  EXPECT_TRUE(store().list_open_holds()->empty());
+
+  auto all_of_it = store().reserve(user.id, credits(5), "job-exact");
+  ASSERT_TRUE(ok(all_of_it));
+  EXPECT_EQ(store().find_user(user.id)->balance, 0);
+}
+
+TEST_P(StoreContractTest, ReserveMovesBalanceIntoAnOpenHold) {
+  User user = funded_user("judy@example.com", credits(10));
+  clock_.advance_ms(5000);
+  auto hold = store().reserve(user.id, credits(4), "job-1");
+  ASSERT_TRUE(ok(hold));
+  EXPECT_GT(hold->id, 0);
+  EXPECT_EQ(hold->user_id, user.id);
+  EXPECT_EQ(hold->amount, credits(4));
+  EXPECT_EQ(hold->charged, 0);
+  EXPECT_EQ(hold->job_id, "job-1");
+  EXPECT_EQ(hold->state, HoldState::kOpen);
+  EXPECT_EQ(hold->created_at, clock_.now_s());
+  EXPECT_FALSE(hold->resolved_at.has_value());
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(6));
+  EXPECT_EQ(after->reserved, credits(4));
+  auto rows = store().list_ledger(user.id, 1);
+  ASSERT_TRUE(ok(rows));
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].kind, LedgerKind::kReserve);
+  EXPECT_EQ((*rows)[0].amount, -credits(4));
+  EXPECT_EQ((*rows)[0].balance_after, credits(6));
+  EXPECT_EQ((*rows)[0].hold_id, hold->id);
+  EXPECT_EQ((*rows)[0].job_id, "job-1");
+
+  auto found = store().find_hold(hold->id);
+  ASSERT_TRUE(ok(found));
+  EXPECT_EQ(found->amount, credits(4));
+  EXPECT_EQ(found->state, HoldState::kOpen);
+  auto open = store().list_open_holds();
+  ASSERT_TRUE(ok(open));
+  ASSERT_EQ(open->size(), 1u);
+  EXPECT_EQ((*open)[0].id, hold->id);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, SettleChargesPartlyAndReturnsTheRest) {
+  User user = funded_user("kate@example.com", credits(10));
+  auto hold = store().reserve(user.id, credits(4), "job-2");
+  ASSERT_TRUE(ok(hold));
+  clock_.advance_ms(60'000);
+
+  auto settled = store().settle(hold->id, 1'500'000);
+  ASSERT_TRUE(ok(settled));
+  EXPECT_EQ(settled->state, HoldState::kSettled);
+  EXPECT_EQ(settled->charged, 1'500'000);
+  EXPECT_EQ(settled->amount, credits(4));
+  EXPECT_EQ(settled->resolved_at, clock_.now_s());
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, 8'500'000);
+  EXPECT_EQ(after->reserved, 0);
+  auto rows = store().list_ledger(user.id, 1);
+  ASSERT_TRUE(ok(rows));
+  ASSERT_EQ(rows->size(), 1u);
+  const LedgerEntry& row = (*rows)[0];
+  EXPECT_EQ(row.kind, LedgerKind::kSettle);
+  EXPECT_EQ(row.amount, 2'500'000);
+  EXPECT_EQ(row.balance_after, 8'500'000);
+  EXPECT_EQ(row.hold_id, hold->id);
+  EXPECT_EQ(row.job_id, "job-2");
+  EXPECT_EQ(row.note, "charged 1.5");
+  EXPECT_EQ(row.created_at, clock_.now_s());
+
+  auto found = store().find_hold(hold->id);
+  EXPECT_EQ(found->state, HoldState::kSettled);
+  EXPECT_EQ(found->charged, 1'500'000);
+  EXPECT_EQ(found->resolved_at, clock_.now_s());
+  EXPECT_TRUE(store().list_open_holds()->empty());
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, SettleInFullWritesAZeroRow) {
+  User user = funded_user("leo@example.com", credits(3));
+  auto hold = store().reserve(user.id, credits(3), "job-3");
+  ASSERT_TRUE(ok(hold));
+  ASSERT_TRUE(ok(store().settle(hold->id, credits(3))));
+  auto rows = store().list_ledger(user.id, 1);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].kind, LedgerKind::kSettle);
+  EXPECT_EQ((*rows)[0].amount, 0);
+  EXPECT_EQ((*rows)[0].balance_after, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, SettleOutsideTheHeldAmountIsRejected) {
+  User user = funded_user("mia@example.com", credits(10));
+  auto hold = store().reserve(user.id, credits(2), "job-4");
+  ASSERT_TRUE(ok(hold));
+  std::size_t rows = ledger_size(user.id);
+  EXPECT_EQ(code(store().settle(hold->id, credits(2) + 1)), "kInvalidArgument");
+  EXPECT_EQ(code(store().settle(hold->id, -1)), "kInvalidArgument");
+  EXPECT_EQ(code(store().settle(hold->id + 1000, 0)), "kNotFound");
+  EXPECT_EQ(code(store().refund(hold->id + 1000, "ghost")), "kNotFound");
+  EXPECT_EQ(code(store().find_hold(hold->id + 1000)), "kNotFound");
+  EXPECT_EQ(store().find_hold(hold->id)->state, HoldState::kOpen);
+  EXPECT_EQ(ledger_size(user.id), rows);
+  EXPECT_EQ(store().find_user(user.id)->reserved, credits(2));
+}
+
+TEST_P(StoreContractTest, RefundReturnsTheWholeHold) {
+  User user = funded_user("nina@example.com", credits(10));
+  auto hold = store().reserve(user.id, credits(7), "job-5");
+  ASSERT_TRUE(ok(hold));
+  auto refunded = store().refund(hold->id, "provider failed");
+  ASSERT_TRUE(ok(refunded));
+  EXPECT_EQ(refunded->state, HoldState::kRefunded);
+  EXPECT_EQ(refunded->charged, 0);
+  EXPECT_EQ(refunded->resolved_at, clock_.now_s());
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(10));
+  EXPECT_EQ(after->reserved, 0);
+  auto rows = store().list_ledger(user.id, 1);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].kind, LedgerKind::kRefund);
+  EXPECT_EQ((*rows)[0].amount, credits(7));
+  EXPECT_EQ((*rows)[0].balance_after, credits(10));
+  EXPECT_EQ((*rows)[0].hold_id, hold->id);
+  EXPECT_EQ((*rows)[0].job_id, "job-5");
+  EXPECT_EQ((*rows)[0].note, "provider failed");
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, AHoldResolvesAtMostOnce) {
+  User user = funded_user("otto@example.com", credits(10));
+  auto settled = store().reserve(user.id, credits(2), "job-6");
+  auto refunded = store().reserve(user.id, credits(3), "job-7");
+  ASSERT_TRUE(ok(settled));
+  ASSERT_TRUE(ok(refunded));
+  ASSERT_TRUE(ok(store().settle(settled->id, credits(1))));
+  ASSERT_TRUE(ok(store().refund(refunded->id, "first")));
+
+  User before = *store().find_user(user.id);
+  std::size_t rows = ledger_size(user.id);
+  clock_.advance_ms(10'000);
+  EXPECT_EQ(code(store().settle(settled->id, credits(1))), "kAlreadyResolved");
+  EXPECT_EQ(code(store().settle(settled->id, 0)), "kAlreadyResolved");
+  EXPECT_EQ(code(store().refund(settled->id, "again")), "kAlreadyResolved");
+  EXPECT_EQ(code(store().refund(refunded->id, "again")), "kAlreadyResolved");
+  EXPECT_EQ(code(store().settle(refunded->id, 0)), "kAlreadyResolved");
+
+  User after = *store().find_user(user.id);
+  EXPECT_EQ(after.balance, before.balance);
+  EXPECT_EQ(after.reserved, before.reserved);
+  EXPECT_EQ(ledger_size(user.id), rows);
+  auto hold = store().find_hold(settled->id);
+  EXPECT_EQ(hold->state, HoldState::kSettled);
+  EXPECT_EQ(hold->charged, credits(1));
+  EXPECT_LT(*hold->resolved_at, clock_.now_s());
+  EXPECT_EQ(store().find_hold(refunded->id)->state, HoldState::kRefunded);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, ListLedgerIsNewestFirstWithCorrectBalanceAfter) {
+  User user = make_user("pia@example.com");
+  std::vector<std::int64_t> stamps;
+  auto stamp = [&] {
+    stamps.push_back(clock_.now_s());
+    clock_.advance_ms(1000);
+  };
+  ASSERT_TRUE(ok(store().grant(user.id, credits(10), "a")));
+  stamp();
+  auto hold = store().reserve(user.id, credits(4), "job-8");
+  ASSERT_TRUE(ok(hold));
+  stamp();
+  ASSERT_TRUE(ok(store().settle(hold->id, credits(1))));
+  stamp();
+  ASSERT_TRUE(ok(store().grant(user.id, -credits(2), "b")));
+  stamp();
+
+  auto rows = store().list_ledger(user.id, 100);
+  ASSERT_TRUE(ok(rows));
+  ASSERT_EQ(rows->size(), 4u);
+  const std::vector<LedgerKind> kinds = {LedgerKind::kAdjust, LedgerKind::kSettle,
+                                         LedgerKind::kReserve, LedgerKind::kGrant};
+  const std::vector<Micros> amounts = {-credits(2), credits(3), -credits(4), credits(10)};
+  const std::vector<Micros> balances = {credits(7), credits(9), credits(6), credits(10)};
+  for (std::size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ((*rows)[i].kind, kinds[i]);
+    EXPECT_EQ((*rows)[i].amount, amounts[i]);
+    EXPECT_EQ((*rows)[i].balance_after, balances[i]);
+    EXPECT_EQ((*rows)[i].created_at, stamps[3 - i]);
+    if (i > 0) {
+      EXPECT_LT((*rows)[i].id, (*rows)[i - 1].id);
+    }
+  }
+  auto newest = store().list_ledger(user.id, 2);
+  ASSERT_TRUE(ok(newest));
+  ASSERT_EQ(newest->size(), 2u);
+  EXPECT_EQ((*newest)[0].id, (*rows)[0].id);
+  EXPECT_EQ((*newest)[1].id, (*rows)[1].id);
+  EXPECT_EQ(code(store().list_ledger(user.id, 0)), "kInvalidArgument");
+  EXPECT_EQ(code(store().list_ledger(user.id + 1000, 10)), "kNotFound");
+  EXPECT_EQ(to_string(LedgerKind::kSettle), "settle");
+  EXPECT_EQ(to_string(HoldState::kRefunded), "refunded");
+}
+
+TEST_P(StoreContractTest, CheckLedgerIsCleanAfterAMixAndCountsEverything) {
+  User a = funded_user("qa@example.com", credits(50));
+  User b = funded_user("qb@example.com", credits(20));
+  make_user("qc@example.com");  // no rows at all
+  auto h1 = store().reserve(a.id, credits(5), "j1");
+  auto h2 = store().reserve(a.id, credits(6), "j2");
+  auto h3 = store().reserve(b.id, credits(7), "j3");
+  auto h4 = store().reserve(b.id, credits(1), "j4");
+  ASSERT_TRUE(ok(h1) && ok(h2) && ok(h3) && ok(h4));
+  ASSERT_TRUE(ok(store().settle(h1->id, 2'345'678)));
+  ASSERT_TRUE(ok(store().refund(h3->id, "r")));
+  ASSERT_TRUE(ok(store().grant(a.id, -credits(1), "adj")));
+  ASSERT_TRUE(ok(store().grant(b.id, credits(2), "top-up")));
+
+  auto report = store().check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
+  EXPECT_EQ(report->users_checked, 3);
+  EXPECT_EQ(report->holds_checked, 4);
+  EXPECT_EQ(report->open_holds, 2);
+  // 2 seeds + 4 reserves + settle + refund + adjust + grant.
+  EXPECT_EQ(report->ledger_rows_checked, 10);
+
+  auto ua = store().find_user(a.id);
+  EXPECT_EQ(ua->balance,
+            credits(50) - credits(5) - credits(6) + (credits(5) - 2'345'678) - credits(1));
+  EXPECT_EQ(ua->reserved, credits(6));
+  auto ub = store().find_user(b.id);
+  EXPECT_EQ(ub->balance, credits(20) - credits(1) + credits(2));
+  EXPECT_EQ(ub->reserved, credits(1));
+}
+
+TEST_P(StoreContractTest, NoOverdraftUnderConcurrentReserves) {
+  run_no_overdraft(store(), {&store()}, OverdraftScenario{});
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest, testing::ValuesIn(backend_cases()),
+                         [](const testing::TestParamInfo<BackendCase>& info) {
+                           return info.param.name;
+                         });
+
+// --- SQLite only: several processes on one file, migrations, corruption ---
+
+// Direct access to the file, bypassing SqliteStore, as another tool (or a bug) would.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << "raw open failed: " << sqlite3_errmsg(db_);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+  ~RawDb() { sqlite3_close_v2(db_); }
+
+  // SQLite result code of running `sql`.
+  int exec(const std::string& sql) {
+    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  }
+  std::int64_t integer(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    std::int64_t value = -1;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      value = sqlite3_column_int64(stmt, 0);
+    } else {
+      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
+    }
+    sqlite3_finalize(stmt);
+    return value;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+class SqliteStoreTest : public testing::Test {
+ protected:
+  std::unique_ptr<SqliteStore> open_store(int pool_size = 4, int busy_timeout_ms = 5000) {
+    auto opened = SqliteStore::open(
+        {.path = path_, .busy_timeout_ms = busy_timeout_ms, .pool_size = pool_size}, clock_);
+    EXPECT_TRUE(ok(opened));
+    return opened ? std::move(*opened) : nullptr;
+  }
+
+  FakeClock clock_;
+  TempDir dir_;
+  std::string path_ = (dir_.path() / "nested" / "dirs" / "imagegate.db").string();
+};
+
+TEST_F(SqliteStoreTest, TwoStoresOnOneFileNeverOverdraw) {
+  auto server = open_store();
+  auto cli = open_store(2);
+  ASSERT_TRUE(server && cli);
+  run_no_overdraft(*server, {server.get(), cli.get()}, OverdraftScenario{});
+  expect_clean_ledger(*cli);
+}
+
+TEST_F(SqliteStoreTest, BusyWritersRetryThenReportUnavailable) {
+  auto store = open_store(2, /*busy_timeout_ms=*/0);
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "busy@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "seed")));
+
+  // Another process holds the write lock for longer than the retries last.
+  RawDb raw(path_);
+  ASSERT_EQ(raw.exec("BEGIN IMMEDIATE"), SQLITE_OK);
+  EXPECT_TRUE(ok(store->find_user(user->id)));  // WAL: readers are not blocked
+  EXPECT_EQ(code(store->reserve(user->id, credits(1), "blocked")), "kUnavailable");
+  ASSERT_EQ(raw.exec("COMMIT"), SQLITE_OK);
+  EXPECT_EQ(store->find_user(user->id)->balance, credits(5));
+
+  // The lock is released while the store is retrying: the reserve goes through.
+  ASSERT_EQ(raw.exec("BEGIN IMMEDIATE"), SQLITE_OK);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(raw.exec("COMMIT"), SQLITE_OK);
+  });
+  auto hold = store->reserve(user->id, credits(1), "eventually");
+  releaser.join();
+  EXPECT_TRUE(ok(hold));
+  EXPECT_EQ(store->find_user(user->id)->balance, credits(4));
+  expect_clean_ledger(*store);
+}
+
+TEST_F(SqliteStoreTest, ReopeningDoesNotRerunMigrations) {
+  const std::int64_t first_open = clock_.now_s();
+  std::int64_t user_id = 0;
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    auto user = store->create_user({.email = "keep@example.com", .password_hash = "h"});
+    ASSERT_TRUE(ok(user));
+    user_id = user->id;
+    ASSERT_TRUE(ok(store->grant(user_id, credits(3), "seed")));
+  }
+  clock_.advance_ms(3'600'000);
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->find_user(user_id)->balance, credits(3));
+  expect_clean_ledger(*store);
+
+  RawDb raw(path_);
+  const std::int64_t latest = SqliteStore::latest_schema_version();
+  EXPECT_GE(latest, 1);
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM schema_migrations"), latest);
+  EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"), latest);
+  EXPECT_EQ(raw.integer("SELECT MAX(applied_at) FROM schema_migrations"), first_open);
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM meta WHERE key = 'auth_version'"), 1);
+}
+
+TEST_F(SqliteStoreTest, ConcurrentOpensOfAFreshFileMigrateOnce) {
+  constexpr int kOpeners = 4;
+  std::vector<std::unique_ptr<SqliteStore>> stores(kOpeners);
+  std::vector<std::string> errors(kOpeners);
+  std::latch start(kOpeners);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kOpeners; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      auto opened = SqliteStore::open({.path = path_, .pool_size = 2}, clock_);
+      if (opened) {
+        stores[i] = std::move(*opened);
+      } else {
+        errors[i] = opened.error().message;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < kOpeners; ++i) EXPECT_TRUE(stores[i]) << errors[i];
+  RawDb raw(path_);
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM schema_migrations"),
+            SqliteStore::latest_schema_version());
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM meta"), 1);
+}
+
+TEST_F(SqliteStoreTest, CheckLedgerReportsAHandCorruptedBalance) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto good = store->create_user({.email = "good@example.com", .password_hash = "h"});
+  auto bad = store->create_user({.email = "bad@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(good) && ok(bad));
+  ASSERT_TRUE(ok(store->grant(good->id, credits(5), "seed")));
+  ASSERT_TRUE(ok(store->grant(bad->id, credits(5), "seed")));
+  expect_clean_ledger(*store);
+
+  RawDb raw(path_);
+  ASSERT_EQ(
+      raw.exec("UPDATE users SET balance = balance + 1 WHERE id = " + std::to_string(bad->id)),
+      SQLITE_OK);
+  auto report = store->check_ledger();
+  ASSERT_TRUE(ok(report));
+  ASSERT_EQ(report->violations.size(), 1u) << joined(report->violations);
+  EXPECT_NE(report->violations[0].find("user " + std::to_string(bad->id)), std::string::npos)
+      << report->violations[0];
+}
+
+TEST_F(SqliteStoreTest, CheckLedgerReportsACorruptedRowAndHold) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "rows@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "seed")));
+  auto hold = store->reserve(user->id, credits(2), "job");
+  ASSERT_TRUE(ok(hold));
+
+  RawDb raw(path_);
+  // A hold flipped to refunded behind the store's back has no refund row.
+  ASSERT_EQ(raw.exec("UPDATE holds SET state = 'refunded' WHERE id = " + std::to_string(hold->id)),
+            SQLITE_OK);
+  ASSERT_EQ(raw.exec("UPDATE ledger SET balance_after = balance_after + 7 WHERE kind = 'grant'"),
+            SQLITE_OK);
+  auto report = store->check_ledger();
+  ASSERT_TRUE(ok(report));
+  std::string all = joined(report->violations);
+  EXPECT_NE(all.find("hold " + std::to_string(hold->id)), std::string::npos) << all;
+  EXPECT_NE(all.find("ledger row"), std::string::npos) << all;
+  EXPECT_NE(all.find("reserved"), std::string::npos) << all;
+}
+
+TEST_F(SqliteStoreTest, SchemaRefusesASecondResolutionRowAndNegativeBalances) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "guard@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "seed")));
+  auto hold = store->reserve(user->id, credits(2), "job");
+  ASSERT_TRUE(ok(hold));
+  ASSERT_TRUE(ok(store->settle(hold->id, credits(1))));
+
+  RawDb raw(path_);
+  std::string uid = std::to_string(user->id), hid = std::to_string(hold->id);
+  EXPECT_EQ(raw.exec("INSERT INTO ledger(user_id, kind, amount, balance_after, hold_id, "
+                     "created_at) VALUES (" +
+                     uid + ", 'refund', 1, 5, " + hid + ", 0)") &
+                0xff,
+            SQLITE_CONSTRAINT);
+  EXPECT_EQ(raw.exec("UPDATE users SET balance = -1 WHERE id = " + uid) & 0xff, SQLITE_CONSTRAINT);
+  expect_clean_ledger(*store);
+}
+
+TEST_F(SqliteStoreTest, OpenValidatesSettingsAndCreatesDirectories) {
+  EXPECT_EQ(code(SqliteStore::open({.path = ""}, clock_)), "kInvalidArgument");
+  EXPECT_EQ(code(SqliteStore::open({.path = ":memory:"}, clock_)), "kInvalidArgument");
+  EXPECT_EQ(code(SqliteStore::open({.path = path_, .pool_size = 0}, clock_)), "kInvalidArgument");
+  auto store = open_store(1);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(fs::exists(path_));
+  EXPECT_TRUE(ok(store->ping()));
+
+  // A file where a directory is needed cannot be opened, and says so without throwing.
+  std::string blocked = (dir_.path() / "nested" / "dirs" / "imagegate.db" / "x.db").string();
+  EXPECT_EQ(code(SqliteStore::open({.path = blocked}, clock_)), "kUnavailable");
+}
+
+}  // namespace
+}  // namespace ig::store
