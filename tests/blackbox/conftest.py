@@ -156,8 +156,7 @@ class Server(Instance):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.stdout_lines = []
         self.stderr_lines = []
-        self.port = None
-        self.banner = {}
+        self.port = None  # self.banner is kept: the bootstrap key stays valid across restarts
         argv = argv or self.serve_argv or [str(self.bin), "--config", str(self.config_path), "serve"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, env=self.server_env())
@@ -291,6 +290,21 @@ class Server(Instance):
         with self._lock:
             return [l for l in self.all_stderr if any(m in l for m in SANITIZER_MARKERS)]
 
+    def new_sanitizer_reports(self) -> list:
+        """Sanitizer reports not returned by an earlier call."""
+        reports = self.sanitizer_reports()
+        seen = getattr(self, "_reported", 0)
+        self._reported = len(reports)
+        return reports[seen:]
+
+    def ensure_running(self):
+        """Restarts (same data dir, so keys stay valid) if an earlier test killed it."""
+        if not self.running():
+            if self.proc is not None:
+                self._join_readers(2.0)
+            self.start()
+        return self
+
     # ---- HTTP ------------------------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -419,7 +433,7 @@ class _Registry:
                 except AssertionError:
                     pass
             s.kill()
-            problems += s.sanitizer_reports()
+            problems += s.new_sanitizer_reports()
         return problems
 
 
@@ -441,6 +455,21 @@ def factory(bin_path, tmp_path):
 @pytest.fixture(scope="module")
 def module_factory(bin_path, tmp_path_factory):
     yield from _registry_fixture(bin_path, tmp_path_factory.mktemp("mod"))
+
+
+def shared_server(module_server):
+    """Generator body for a function-scoped view of a module-scoped server: restarts it if a
+    previous test crashed it, and fails the test that made the sanitizer report anything."""
+    module_server.ensure_running()
+    module_server.new_sanitizer_reports()
+    yield module_server
+    time.sleep(0.05)
+    new = module_server.new_sanitizer_reports()
+    if module_server.proc.poll() is not None:
+        module_server._join_readers(2.0)
+        new += module_server.new_sanitizer_reports()
+    assert not new, ("sanitizer reported errors in the server during this test:\n" + "\n".join(new)
+                     + "\nstderr tail:\n" + "\n".join(module_server.stderr_lines[-60:]))
 
 
 @pytest.fixture

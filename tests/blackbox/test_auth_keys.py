@@ -6,14 +6,19 @@ import time
 
 import pytest
 
-from conftest import KEY_RE, assert_one_error_line
+from conftest import shared_server, KEY_RE, assert_one_error_line
 
 AUTH_ERROR_KEYS = {"message", "type", "param", "code"}
 
 
 @pytest.fixture(scope="module")
-def srv(module_factory):
+def _shared_srv(module_factory):
     return module_factory.server()
+
+
+@pytest.fixture
+def srv(_shared_srv):
+    yield from shared_server(_shared_srv)
 
 
 def assert_401(r):

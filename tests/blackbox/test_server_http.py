@@ -12,18 +12,23 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, parse_raw_response, raw_request, recv_until_close
+from conftest import shared_server, HTTP_TIMEOUT, parse_raw_response, raw_request, recv_until_close
 
 
 @pytest.fixture(scope="module")
-def srv(module_factory):
+def _shared_srv(module_factory):
     """One shared default server for the read-only tests of this module."""
     return module_factory.server()
 
 
+@pytest.fixture
+def srv(_shared_srv):
+    yield from shared_server(_shared_srv)
+
+
 @pytest.fixture(scope="module")
-def key(srv):
-    return srv.bootstrap_key
+def key(_shared_srv):
+    return _shared_srv.bootstrap_key
 
 
 def assert_error_body(resp_text, code, type_):
@@ -290,8 +295,13 @@ def test_1000_idle_connections_do_not_block(srv):
 # ---- limits and timeouts (own servers) ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small(module_factory):
+def _shared_small(module_factory):
     return module_factory.server("[server]\nmax_body_bytes = 4096\nheader_timeout_ms = 1000\n")
+
+
+@pytest.fixture
+def small(_shared_small):
+    yield from shared_server(_shared_small)
 
 
 def test_body_too_large_413_requests(small):

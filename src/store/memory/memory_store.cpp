@@ -5,36 +5,6 @@
 
 namespace ig::store {
 
-// store.h declares these for every backend; they live here because the memory store is always
-// linked and there is no store.cpp.
-std::string_view to_string(LedgerKind kind) {
-  switch (kind) {
-    case LedgerKind::kGrant:
-      return "grant";
-    case LedgerKind::kAdjust:
-      return "adjust";
-    case LedgerKind::kReserve:
-      return "reserve";
-    case LedgerKind::kSettle:
-      return "settle";
-    case LedgerKind::kRefund:
-      return "refund";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(HoldState state) {
-  switch (state) {
-    case HoldState::kOpen:
-      return "open";
-    case HoldState::kSettled:
-      return "settled";
-    case HoldState::kRefunded:
-      return "refunded";
-  }
-  return "unknown";
-}
-
 namespace {
 
 std::unexpected<StoreError> err(StoreErrc code, std::string message) {

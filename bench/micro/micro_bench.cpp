@@ -1,0 +1,295 @@
+// Micro-benchmarks of the pieces on the GET /v1/me path (and the credit ledger), linked against
+// imagegate_core. Built as build/release/imagegate_microbench by the release preset; run it
+// directly (Google Benchmark flags apply, e.g. --benchmark_filter=Router).
+//
+// The first group measures pure functions (what the brief asks for). The "Path" group measures
+// the blocking-pool hop, the SQLite user read and the whole /v1/me handler without HTTP, so a
+// gap between bench/bench_me.sh and nginx can be attributed to a layer.
+
+#include <benchmark/benchmark.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include "accounts/api_key.h"
+#include "accounts/authenticator.h"
+#include "api/account_api.h"
+#include "billing/money.h"
+#include "core/clock.h"
+#include "core/json.h"
+#include "core/random.h"
+#include "http/blocking_pool.h"
+#include "http/router.h"
+#include "store/memory/memory_store.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+// libsodium must be initialized before any hashing; a static initializer runs before main().
+[[maybe_unused]] const bool kSodiumReady = [] {
+  if (sodium_init() < 0) throw std::runtime_error("sodium_init failed");
+  return true;
+}();
+
+// A key of the real shape: "sk-" + 43 base62 characters.
+const std::string kKey = "sk-" + std::string("Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7dEf0hIj3");
+const std::string kBearer = "Bearer " + kKey;
+
+// Runs a coroutine body to completion on a private io_context on the benchmark thread.
+template <class MakeAwaitable>
+void run_on_io(MakeAwaitable make) {
+  asio::io_context ioc(1);
+  asio::co_spawn(ioc, make(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  ioc.run();
+}
+
+// Temp directory removed at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/ig_microbench_XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// Pure functions
+
+void BM_HashApiKey(benchmark::State& state) {
+  for (auto _ : state) {
+    auto h = ig::accounts::hash_api_key(kKey);
+    benchmark::DoNotOptimize(h);
+  }
+}
+BENCHMARK(BM_HashApiKey);
+
+void BM_ParseBearer(benchmark::State& state) {
+  for (auto _ : state) {
+    auto k = ig::accounts::parse_bearer(kBearer);
+    benchmark::DoNotOptimize(k);
+  }
+}
+BENCHMARK(BM_ParseBearer);
+
+void BM_FormatCredits(benchmark::State& state) {
+  const ig::Micros m = state.range(0);
+  for (auto _ : state) {
+    auto s = ig::format_credits(m);
+    benchmark::DoNotOptimize(s);
+  }
+}
+// 100 credits (whole), 4.7 credits, -0.0235 credits.
+BENCHMARK(BM_FormatCredits)->Arg(100'000'000)->Arg(4'700'000)->Arg(-23'500);
+
+void BM_ParseCredits(benchmark::State& state) {
+  static const char* kInputs[] = {"100", "4.7", "-0.0235"};
+  const std::string_view text = kInputs[state.range(0)];
+  state.SetLabel(std::string(text));
+  for (auto _ : state) {
+    auto r = ig::parse_credits(text);
+    benchmark::DoNotOptimize(r);
+  }
+}
+BENCHMARK(BM_ParseCredits)->DenseRange(0, 2);
+
+// Building the /v1/me object and rendering it, as AccountApi::me does per request.
+void BM_ToJsonText_Me(benchmark::State& state) {
+  const ig::Micros balance = state.range(0);
+  for (auto _ : state) {
+    auto text = ig::to_json_text(json::object{{"id", ig::api::public_user_id(1)},
+                                              {"email", "admin@localhost"},
+                                              {"credits", ig::credits_json(balance)}});
+    benchmark::DoNotOptimize(text);
+  }
+}
+BENCHMARK(BM_ToJsonText_Me)->Arg(100'000'000)->Arg(95'300'000);
+
+// Rendering only (object built once).
+void BM_ToJsonText_MePrebuilt(benchmark::State& state) {
+  const json::value v = json::object{{"id", "user_1"},
+                                     {"email", "admin@localhost"},
+                                     {"credits", ig::credits_json(100'000'000)}};
+  for (auto _ : state) {
+    auto text = ig::to_json_text(v);
+    benchmark::DoNotOptimize(text);
+  }
+}
+BENCHMARK(BM_ToJsonText_MePrebuilt);
+
+ig::http::Handler noop_handler() {
+  return [](ig::http::Request&) -> asio::awaitable<ig::http::Response> {
+    co_return ig::http::Response::json(200, "{}");
+  };
+}
+
+ig::http::Router make_router() {
+  ig::http::Router r;
+  for (const char* p : {"/healthz", "/readyz", "/v1/models", "/v1/credits", "/v1/keys",
+                        "/v1/tasks/{id}", "/v1/images/generations", "/v1/images/edits",
+                        "/v1/ledger", "/v1/me"}) {
+    r.add("GET", p, noop_handler());
+  }
+  r.add("POST", "/v1/tasks/{id}/cancel", noop_handler());
+  return r;
+}
+
+// 11 routes; /v1/me registered last (worst case for the linear scan).
+void BM_RouterMatch(benchmark::State& state) {
+  const ig::http::Router r = make_router();
+  const std::string_view path = state.range(0) == 0 ? "/api/v1/me" : "/v1/me";
+  state.SetLabel(std::string(path));
+  for (auto _ : state) {
+    auto m = r.match("GET", path);
+    if (m.handler == nullptr) state.SkipWithError("no match");
+    benchmark::DoNotOptimize(m);
+  }
+}
+BENCHMARK(BM_RouterMatch)->Arg(0)->Arg(1);
+
+// One reserve and its settle (two ledger rows) through the in-memory store.
+void BM_MemoryStore_ReserveSettle(benchmark::State& state) {
+  ig::SystemClock clock;
+  ig::store::MemoryStore store(clock);
+  auto user = store.create_user({"bench@localhost", "x", false});
+  if (!user) {
+    state.SkipWithError("create_user failed");
+    return;
+  }
+  if (!store.grant(user->id, ig::kMaxMicros / 2, "bench")) {
+    state.SkipWithError("grant failed");
+    return;
+  }
+  for (auto _ : state) {
+    auto hold = store.reserve(user->id, ig::credits(1), "job");
+    if (!hold) {
+      state.SkipWithError("reserve failed");
+      break;
+    }
+    auto settled = store.settle(hold->id, 700'000);
+    benchmark::DoNotOptimize(settled);
+  }
+  // The ledger grows by two rows per iteration; report it so a slowdown is explainable.
+  state.counters["ledger_rows"] = static_cast<double>(state.iterations() * 2);
+}
+BENCHMARK(BM_MemoryStore_ReserveSettle);
+
+// ------------------------------------------------------------------------------------------
+// Path: the layers a GET /v1/me crosses below HTTP.
+
+// One round trip IO thread -> blocking pool -> IO thread with a trivial job: the fixed cost of
+// every `co_await pool.run(...)` (two posts and, usually, two thread wake-ups).
+void BM_Path_BlockingPoolHop(benchmark::State& state) {
+  ig::BlockingPool pool(static_cast<std::size_t>(state.range(0)));
+  auto job = [] { return 1; };
+  run_on_io([&]() -> asio::awaitable<void> {
+    for (auto _ : state) {
+      int v = co_await pool.run(job);
+      benchmark::DoNotOptimize(v);
+    }
+  });
+}
+BENCHMARK(BM_Path_BlockingPoolHop)->Arg(4)->UseRealTime();
+
+struct SqliteFixture {
+  TempDir dir;
+  ig::SystemClock clock;
+  std::unique_ptr<ig::store::SqliteStore> store;
+  std::int64_t user_id = 0;
+  std::string key;
+
+  SqliteFixture() {
+    auto opened = ig::store::SqliteStore::open({(dir.path / "bench.db").string(), 5000, 4}, clock);
+    if (!opened) throw std::runtime_error(opened.error().message);
+    store = std::move(*opened);
+    auto user = store->create_user({"admin@localhost", "x", true});
+    if (!user) throw std::runtime_error(user.error().message);
+    user_id = user->id;
+    ig::SodiumRandom random;
+    auto k = ig::accounts::generate_api_key(random);
+    key = k.secret;
+    if (!store->create_api_key({user_id, "bench", k.prefix, k.last4, k.hash})) {
+      throw std::runtime_error("create_api_key failed");
+    }
+    if (!store->grant(user_id, ig::credits(100), "bench")) throw std::runtime_error("grant");
+  }
+};
+
+// The SQLite read AccountApi::me does per request (find_user), called directly.
+void BM_Path_SqliteFindUser(benchmark::State& state) {
+  SqliteFixture f;
+  for (auto _ : state) {
+    auto u = f.store->find_user(f.user_id);
+    if (!u) state.SkipWithError("find_user failed");
+    benchmark::DoNotOptimize(u);
+  }
+}
+BENCHMARK(BM_Path_SqliteFindUser);
+
+// Authenticator::authenticate on a cache hit (parse + SHA-256 + shared-locked map lookup).
+void BM_Path_AuthenticateCached(benchmark::State& state) {
+  SqliteFixture f;
+  ig::BlockingPool pool(2);
+  ig::accounts::Authenticator auth(*f.store, pool, f.clock, {});
+  auth.poll_revocations();
+  const std::string header = "Bearer " + f.key;
+  run_on_io([&]() -> asio::awaitable<void> {
+    auto warm = co_await auth.authenticate(header);  // fills the cache
+    if (!warm) state.SkipWithError("authenticate failed");
+    for (auto _ : state) {
+      auto p = co_await auth.authenticate(header);
+      benchmark::DoNotOptimize(p);
+    }
+  });
+}
+BENCHMARK(BM_Path_AuthenticateCached);
+
+// The whole GET /v1/me handler as the router hands it a request (auth cache hit, pool hop,
+// SQLite find_user, JSON rendering) — everything except Beast parsing/writing, the socket and
+// the access log.
+void BM_Path_MeHandler(benchmark::State& state) {
+  SqliteFixture f;
+  ig::BlockingPool pool(4);
+  ig::accounts::Authenticator auth(*f.store, pool, f.clock, {});
+  auth.poll_revocations();
+  ig::api::AccountApi api(*f.store, pool, auth, {});
+  ig::http::Router router;
+  api.register_routes(router);
+  auto match = router.match("GET", "/v1/me");
+  if (match.handler == nullptr) {
+    state.SkipWithError("no /v1/me route");
+    return;
+  }
+  const ig::http::Handler& handler = *match.handler;
+  ig::http::Request req;
+  req.method = "GET";
+  req.target = req.path = "/v1/me";
+  req.headers.emplace_back("authorization", "Bearer " + f.key);
+  run_on_io([&]() -> asio::awaitable<void> {
+    for (auto _ : state) {
+      ig::http::Response res = co_await handler(req);
+      if (res.status != 200) state.SkipWithError("status != 200");
+      benchmark::DoNotOptimize(res);
+    }
+  });
+}
+BENCHMARK(BM_Path_MeHandler)->UseRealTime();
+
+}  // namespace
