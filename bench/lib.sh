@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for bench/*.sh (source it; it does not run anything by itself).
 #
 # Everything stays on 127.0.0.1, in a private temp directory, as the invoking user: nginx gets
@@ -198,7 +199,10 @@ run_wrk() {
   local prefix="$1"
   shift
   local out="$BENCH_TMP/$prefix.wrk"
-  wrk "$@" >"$out" 2>&1 || { bench_log "wrk failed:"; cat "$out" >&2; return 1; }
+  local TIMEFORMAT='%U %S' rc=0
+  { time wrk "$@" >"$out" 2>&1 || rc=$?; } 2>"$out.time"
+  [ "$rc" -eq 0 ] || { bench_log "wrk failed:"; cat "$out" >&2; return 1; }
+  printf -v "${prefix}_wrkcpu" '%s' "$(awk '{printf "%.2f", $1 + $2}' "$out.time")"
   local line
   line="$(grep '^WRK_RESULT' "$out" | tail -1)"
   [ -n "$line" ] || { bench_log "no WRK_RESULT in wrk output:"; cat "$out" >&2; return 1; }
@@ -206,12 +210,13 @@ run_wrk() {
   kv="$(awk '{
       for (i = 2; i <= NF; i++) { split($i, a, "="); v[a[1]] = a[2] }
       errors = v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"]
-      printf "%.0f %.3f %.3f %.3f %d %d %.3f\n", v["requests"] / (v["duration_us"] / 1e6),
+      printf "%.0f %.3f %.3f %.3f %d %d %.3f %.3f\n", v["requests"] / (v["duration_us"] / 1e6),
              v["p50_us"] / 1000, v["p99_us"] / 1000, v["p90_us"] / 1000, errors, v["requests"],
-             v["max_us"] / 1000
+             v["max_us"] / 1000, v["duration_us"] / 1e6
     }' <<<"$line")"
-  local rps p50 p99 p90 errors requests max
-  read -r rps p50 p99 p90 errors requests max <<<"$kv"
+  local rps p50 p99 p90 errors requests max secs
+  read -r rps p50 p99 p90 errors requests max secs <<<"$kv"
+  printf -v "${prefix}_secs" '%s' "$secs"
   printf -v "${prefix}_rps" '%s' "$rps"
   printf -v "${prefix}_p50" '%s' "$p50"
   printf -v "${prefix}_p90" '%s' "$p90"
@@ -233,8 +238,35 @@ cpu_ticks() {
   echo "$total"
 }
 
+# Aggregate CPU counters of the machine: "busy_ticks total_ticks" (from /proc/stat).
+machine_ticks() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+
+# Percentage of the machine's CPU busy over SECONDS (sampled before starting anything, to warn
+# when other work would distort the figures).
+machine_busy_pct() {
+  local b0 t0 b1 t1
+  read -r b0 t0 <<<"$(machine_ticks)"
+  sleep "${1:-2}"
+  read -r b1 t1 <<<"$(machine_ticks)"
+  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.0f", (t > 0 ? 100 * b / t : 0) }'
+}
+
 vm_field() {
   awk -v k="$2:" '$1 == k {print $2, $3}' "/proc/$1/status" 2>/dev/null
+}
+
+# Fails loudly (keeping the temp dir with the logs) when a server under test has died.
+ensure_alive() {
+  local pid="$1" what="$2" log="${3:-}"
+  kill -0 "$pid" 2>/dev/null && return 0
+  local rc=0
+  wait "$pid" 2>/dev/null || rc=$?
+  bench_log "$what (pid $pid) died during the benchmark (exit status $rc)${log:+; tail of $log:}"
+  [ -n "$log" ] && tail -5 "$log" >&2
+  BENCH_KEEP_TMP=1
+  exit 1
 }
 
 # Children of a process (e.g. nginx workers).

@@ -153,7 +153,7 @@ int serve(const Settings& settings) {
 
   auto store = open_store(settings, clock);
   if (!store) {
-    log->critical("{}", store.error().message);
+    std::cerr << "imagegate: error: " << store.error().message << std::endl;
     return 1;
   }
   release_orphaned_holds(**store, *log);
@@ -177,24 +177,9 @@ int serve(const Settings& settings) {
   access_log->set_level(log->level());
 
   http::Server server(ioc, settings.server, router, access_log);
-  auto port = server.listen();
-  if (!port) {
-    log->critical("{}", port.error().message);
-    return 1;
-  }
-  const std::string base_url = base_url_for(settings, *port);
-  if (auto boot = bootstrap(settings, **store, random, base_url); !boot) {
-    log->critical("{}", boot.error().message);
-    return 1;
-  }
-  server.start();
-  std::cout << "imagegate listening on http://" << settings.server.host << ":" << *port
-            << " (public URL " << base_url << ", data in " << settings.data_dir << ")"
-            << std::endl;
-
+  // Signals are handled from here on, before anything is printed: a SIGTERM that follows the
+  // listening line always drains gracefully.
   auto stopping = std::make_shared<std::atomic<bool>>(false);
-  asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
-
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
@@ -205,6 +190,23 @@ int serve(const Settings& settings) {
       ioc.stop();
     });
   });
+
+  auto port = server.listen();
+  if (!port) {
+    std::cerr << "imagegate: error: " << port.error().message << std::endl;
+    return 1;
+  }
+  const std::string base_url = base_url_for(settings, *port);
+  if (auto boot = bootstrap(settings, **store, random, base_url); !boot) {
+    std::cerr << "imagegate: error: " << boot.error().message << std::endl;
+    return 1;
+  }
+  server.start();
+  std::cout << "imagegate listening on http://" << settings.server.host << ":" << *port
+            << " (public URL " << base_url << ", data in " << settings.data_dir << ")"
+            << std::endl;
+
+  asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
 
   std::vector<std::thread> threads;
   for (int i = 1; i < io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });

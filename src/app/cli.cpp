@@ -164,7 +164,7 @@ int cmd_credits_grant(Context& ctx, const std::string& email, const std::string&
   if (auto ok = ctx.open(); !ok) return die(ok.error().message);
   auto user = ctx.user(email);
   if (!user) return die(user.error().message);
-  auto row = ctx.store->grant(user->id, *amount, note.empty() ? "granted by admin CLI" : note);
+  auto row = ctx.store->grant(user->id, *amount, !note.empty() ? note : (*amount > 0 ? "granted by admin CLI" : "adjusted by admin CLI"));
   if (!row) return die(row.error().message);
   if (row->amount != *amount) {
     std::cout << "adjusted " << user->email << " by " << format_credits(row->amount)

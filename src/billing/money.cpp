@@ -2,11 +2,13 @@
 
 #include <cstdlib>
 
+#include "core/text.h"
+
 namespace ig {
 
 Result<Micros> parse_credits(std::string_view text) {
   auto bad = [&](std::string why) {
-    return fail(ErrorCode::kInvalidRequest, "invalid amount '" + std::string(text.substr(0, 64)) +
+    return fail(ErrorCode::kInvalidRequest, "invalid amount '" + printable(text, 64) +
                                                 "': " + why,
                 "amount");
   };
@@ -39,7 +41,10 @@ Result<Micros> parse_credits(std::string_view text) {
     if (frac_digits == 0) return bad("digits expected after '.'");
   }
   if (!any_digit) return bad("not a number");
-  if (i != text.size()) return bad("unexpected character '" + std::string(1, text[i]) + "'");
+  if (i != text.size()) {
+    if (text[i] == 'e' || text[i] == 'E') return bad("exponent notation is not allowed");
+    return bad("unexpected character '" + printable(text.substr(i, 1)) + "'");
+  }
   for (int d = frac_digits; d < 6; ++d) frac *= 10;
   Micros value = whole * kMicrosPerCredit + frac;
   if (value > kMaxMicros) return bad("too large (max 1000000000 credits)");

@@ -2,7 +2,9 @@
 // Transport-neutral request and response. The Beast types stay inside http/server.cpp so the
 // api modules compile quickly and can be unit-tested without sockets.
 
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +33,15 @@ struct Request {
   std::optional<std::string> query_param(std::string_view name) const;
 };
 
+// Incremental body output for streamed replies (server-sent events).
+class BodyWriter {
+ public:
+  virtual ~BodyWriter() = default;
+  // Sends one chunk now. Returns false once the client is gone; the producer should then stop
+  // writing (but finish its work: a job completes whether or not anyone is listening).
+  virtual boost::asio::awaitable<bool> write(std::string_view chunk) = 0;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
@@ -39,6 +50,11 @@ struct Response {
 
   // Filled by handlers for the access log.
   std::string key_prefix;
+
+  // When set, `body` is ignored: the server sends the status and headers with chunked
+  // transfer encoding, then runs stream(writer) to produce the body. The server keeps this
+  // Response alive until the returned coroutine completes.
+  std::function<boost::asio::awaitable<void>(BodyWriter&)> stream;
 
   static Response json(int status, std::string body);
   static Response error(const Error& error);

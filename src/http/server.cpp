@@ -44,6 +44,37 @@ std::string_view trim_header(std::string_view s) {
   return s;
 }
 
+class ChunkWriter final : public BodyWriter {
+ public:
+  ChunkWriter(beast::tcp_stream& stream, int timeout_ms) : stream_(stream), timeout_ms_(timeout_ms) {}
+  asio::awaitable<bool> write(std::string_view chunk) override {
+    if (failed_) co_return false;
+    if (chunk.empty()) co_return true;  // an empty chunk would end the body
+    stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
+    auto framed = bhttp::make_chunk(asio::buffer(chunk.data(), chunk.size()));
+    auto [ec, n] = co_await asio::async_write(stream_, framed, asio::as_tuple(asio::use_awaitable));
+    if (ec) failed_ = true;
+    bytes_ += chunk.size();
+    co_return !failed_;
+  }
+  asio::awaitable<bool> finish() {
+    if (failed_) co_return false;
+    stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
+    auto last = bhttp::make_chunk_last();
+    auto [ec, n] = co_await asio::async_write(stream_, last, asio::as_tuple(asio::use_awaitable));
+    if (ec) failed_ = true;
+    co_return !failed_;
+  }
+  std::size_t bytes() const { return bytes_; }
+  void mark_failed() { failed_ = true; }
+
+ private:
+  beast::tcp_stream& stream_;
+  int timeout_ms_;
+  bool failed_ = false;
+  std::size_t bytes_ = 0;
+};
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -146,20 +177,21 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     } catch (const std::exception& e) {
       log_->error("rid={} handler threw: {}", req.request_id, e.what());
     }
-    co_return Response::error(Error{ErrorCode::kInternal, "Internal error."});
+    const Error internal{ErrorCode::kInternal, "Internal error."};
+    co_return Response::error(internal);
   }
 
   asio::awaitable<void> session(std::shared_ptr<Connection> conn, std::uint64_t id) {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
-    bool first = true;
     const auto header_timeout = std::chrono::milliseconds(settings_.header_timeout_ms);
     const auto idle_timeout = std::chrono::milliseconds(settings_.idle_timeout_ms);
     while (!draining_) {
       conn->busy = false;
       if (buffer.size() == 0) {
-        // Wait for the first byte of the next request under the idle (or header) deadline.
-        conn->stream.expires_after(first ? header_timeout : idle_timeout);
+        // Wait for the first byte of the next request (or of the first one) under the idle
+        // deadline; the header deadline starts with that byte.
+        conn->stream.expires_after(idle_timeout);
         auto [ec, n] = co_await conn->stream.async_read_some(buffer.prepare(4096),
                                                              asio::as_tuple(asio::use_awaitable));
         if (ec) break;
@@ -180,29 +212,32 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       if (rid.empty()) rid = next_request_id();
       if (hec) {
+        // Errors are named locals: GCC 12 double-destroys temporaries in co_await expressions.
         if (hec == bhttp::error::header_limit) {
-          co_await write_early_error(
-              *conn, 431,
-              Error{ErrorCode::kInvalidRequest,
-                    fmt::format("Request header block exceeds {} bytes.", settings_.max_header_bytes)},
-              rid);
+          const Error error{ErrorCode::kInvalidRequest,
+                            fmt::format("Request header block exceeds {} bytes.",
+                                        settings_.max_header_bytes)};
+          co_await write_early_error(*conn, 431, error, rid);
+        } else if (hec == bhttp::error::body_limit) {
+          // Beast rejects a declared Content-Length above the limit while parsing the header.
+          const Error error{ErrorCode::kPayloadTooLarge,
+                            fmt::format("Request body exceeds the limit of {} bytes.",
+                                        settings_.max_body_bytes)};
+          co_await write_early_error(*conn, 413, error, rid);
         } else if (hec != beast::error::timeout && hec != asio::error::eof &&
                    hec != asio::error::operation_aborted && hec != asio::error::connection_reset &&
                    hec != bhttp::error::end_of_stream) {
-          co_await write_early_error(
-              *conn, 400, Error{ErrorCode::kInvalidRequest, "Malformed HTTP request: " + hec.message()},
-              rid);
+          const Error error{ErrorCode::kInvalidRequest, "Malformed HTTP request: " + hec.message()};
+          co_await write_early_error(*conn, 400, error, rid);
         }
         break;
       }
       auto& head = parser.get();
       if (auto len = parser.content_length(); len && *len > settings_.max_body_bytes) {
-        co_await write_early_error(
-            *conn, 413,
-            Error{ErrorCode::kPayloadTooLarge,
-                  fmt::format("Request body of {} bytes exceeds the limit of {} bytes.", *len,
-                              settings_.max_body_bytes)},
-            rid);
+        const Error error{ErrorCode::kPayloadTooLarge,
+                          fmt::format("Request body of {} bytes exceeds the limit of {} bytes.",
+                                      *len, settings_.max_body_bytes)};
+        co_await write_early_error(*conn, 413, error, rid);
         break;
       }
       if (!parser.is_done()) {
@@ -219,17 +254,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                                     asio::as_tuple(asio::use_awaitable));
         if (bec) {
           if (bec == bhttp::error::body_limit) {
-            co_await write_early_error(
-                *conn, 413,
-                Error{ErrorCode::kPayloadTooLarge,
-                      fmt::format("Request body exceeds the limit of {} bytes.",
-                                  settings_.max_body_bytes)},
-                rid);
+            const Error error{ErrorCode::kPayloadTooLarge,
+                              fmt::format("Request body exceeds the limit of {} bytes.",
+                                          settings_.max_body_bytes)};
+            co_await write_early_error(*conn, 413, error, rid);
           } else if (bec != beast::error::timeout && bec != asio::error::eof &&
                      bec != asio::error::connection_reset) {
-            co_await write_early_error(
-                *conn, 400, Error{ErrorCode::kInvalidRequest, "Malformed HTTP body: " + bec.message()},
-                rid);
+            const Error error{ErrorCode::kInvalidRequest, "Malformed HTTP body: " + bec.message()};
+            co_await write_early_error(*conn, 400, error, rid);
           }
           break;
         }
@@ -256,22 +288,47 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
       Response response = co_await dispatch(req);
 
-      bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(response.status), 11};
-      res.set(bhttp::field::server, "imagegate");
-      res.set(bhttp::field::content_type, response.content_type);
-      res.set("X-Request-Id", rid);
-      for (auto& [name, value] : response.headers) res.set(name, value);
       const bool keep = keep_alive && !draining_;
-      res.keep_alive(keep);
-      const std::size_t body_bytes = response.body.size();
-      if (is_head) {
-        res.content_length(body_bytes);
+      std::size_t body_bytes = response.body.size();
+      boost::system::error_code wec;
+      if (response.stream && !is_head) {
+        bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(response.status), 11};
+        res.set(bhttp::field::server, "imagegate");
+        res.set(bhttp::field::content_type, response.content_type);
+        res.set("X-Request-Id", rid);
+        for (auto& [name, value] : response.headers) res.set(name, value);
+        res.keep_alive(keep);
+        res.chunked(true);
+        bhttp::response_serializer<bhttp::empty_body> sr{res};
+        conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
+        auto [hec2, hn2] = co_await bhttp::async_write_header(conn->stream, sr,
+                                                              asio::as_tuple(asio::use_awaitable));
+        ChunkWriter writer(conn->stream, settings_.write_timeout_ms);
+        if (hec2) {
+          wec = hec2;
+          writer.mark_failed();  // the producer still runs, so its job completes
+        }
+        co_await response.stream(writer);
+        if (!wec && !co_await writer.finish()) wec = asio::error::broken_pipe;
+        body_bytes = writer.bytes();
       } else {
-        res.body() = std::move(response.body);
-        res.prepare_payload();
+        bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(response.status), 11};
+        res.set(bhttp::field::server, "imagegate");
+        res.set(bhttp::field::content_type, response.content_type);
+        res.set("X-Request-Id", rid);
+        for (auto& [name, value] : response.headers) res.set(name, value);
+        res.keep_alive(keep);
+        if (is_head) {
+          res.content_length(body_bytes);
+        } else {
+          res.body() = std::move(response.body);
+          res.prepare_payload();
+        }
+        conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
+        auto [ec2, n2] =
+            co_await bhttp::async_write(conn->stream, res, asio::as_tuple(asio::use_awaitable));
+        wec = ec2;
       }
-      conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
-      auto [wec, wn] = co_await bhttp::async_write(conn->stream, res, asio::as_tuple(asio::use_awaitable));
       if (settings_.access_log) {
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                               started)
@@ -282,7 +339,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                    req.remote_ip, rid);
       }
       if (wec || !keep) break;
-      first = false;
     }
     boost::system::error_code ignored;
     beast::get_lowest_layer(conn->stream).socket().shutdown(tcp::socket::shutdown_send, ignored);

@@ -9,6 +9,8 @@
 //    adjustment that would overdraw fails (reserve) or is clamped at zero (adjust).
 //  - A hold is resolved (settled or refunded) at most once; a second attempt changes nothing
 //    and returns kAlreadyResolved.
+//  - A job reaches a final state at most once, and its hold (if any) is resolved in the same
+//    atomic step; a job's hold is resolved only that way, never by settle/refund.
 //  - All methods are blocking and thread-safe: call them from the blocking pool, never from an
 //    IO thread.
 
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "billing/money.h"
+#include "jobs/job.h"
 
 namespace ig::store {
 
@@ -120,8 +123,12 @@ struct LedgerCheckReport {
   std::int64_t ledger_rows_checked = 0;
   std::int64_t holds_checked = 0;
   std::int64_t open_holds = 0;
+  std::int64_t jobs_checked = 0;
   std::vector<std::string> violations;  // empty when the ledger is consistent
 };
+
+// Largest page list_jobs returns.
+inline constexpr int kMaxJobsPage = 1000;
 
 class Store {
  public:
@@ -164,16 +171,48 @@ class Store {
   virtual StoreResult<Hold> reserve(std::int64_t user_id, Micros amount,
                                     std::string_view job_id) = 0;
   // Charges `actual` (0 <= actual <= held) and returns the rest to the balance.
+  // kConflict when the hold belongs to a job (finish_job resolves it).
   virtual StoreResult<Hold> settle(std::int64_t hold_id, Micros actual) = 0;
-  // Returns the whole held amount to the balance.
+  // Returns the whole held amount to the balance. kConflict when the hold belongs to a job.
   virtual StoreResult<Hold> refund(std::int64_t hold_id, std::string_view note) = 0;
   virtual StoreResult<Hold> find_hold(std::int64_t hold_id) = 0;
   virtual StoreResult<std::vector<Hold>> list_open_holds() = 0;
   // Newest first.
   virtual StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id,
                                                             int limit) = 0;
+  // --- jobs ---
+  // Inserts a queued job and, when job.reserve > 0, moves that amount from the user's balance
+  // into a hold tied to the job: one transaction. kInsufficientCredits writes nothing;
+  // kConflict on a duplicate id (whatever the balance); kNotFound for an unknown user;
+  // kInvalidArgument for an empty id or a negative reserve.
+  virtual StoreResult<jobs::Job> create_job(const jobs::NewJob& job) = 0;
+  virtual StoreResult<jobs::Job> find_job(std::string_view job_id) = 0;
+  // Compare-and-set between non-final states (e.g. queued -> running). kConflict when the
+  // current status is not `from`; kInvalidArgument when `to` is final (use finish_job).
+  virtual StoreResult<jobs::Job> transition_job(std::string_view job_id, jobs::JobStatus from,
+                                                jobs::JobStatus to,
+                                                const jobs::JobUpdate& update) = 0;
+  // Moves a non-final job to finish.status and resolves its hold in the same transaction:
+  // kSucceeded settles finish.charge (<= reserved, else kInvalidArgument), every other final
+  // state refunds the whole hold (finish.charge is ignored). Exactly one caller wins a race; the
+  // others get kAlreadyResolved and change nothing. An empty finish.note becomes
+  // "job <id> succeeded: charged <credits>" / "refund: job <id> <status>[: <error_code>]".
+  virtual StoreResult<jobs::Job> finish_job(std::string_view job_id,
+                                            const jobs::JobFinish& finish) = 0;
+  // Jobs in queued or running state, oldest first (startup recovery, sweeps).
+  virtual StoreResult<std::vector<jobs::Job>> list_unfinished_jobs() = 0;
+  // A user's jobs, newest first; `after_id` continues a previous page (exclusive; kNotFound
+  // unless it names one of this user's jobs); `status` filters when set.
+  // 1 <= limit <= kMaxJobsPage, else kInvalidArgument.
+  virtual StoreResult<std::vector<jobs::Job>> list_jobs(std::int64_t user_id,
+                                                        std::optional<jobs::JobStatus> status,
+                                                        int limit,
+                                                        std::optional<std::string> after_id) = 0;
+
   // Verifies, over all data: balance == sum of the user's ledger rows; reserved == sum of open
-  // holds; no balance negative; every hold resolved at most once and consistent with its rows.
+  // holds; no balance negative; every hold resolved at most once and consistent with its rows;
+  // a job's hold is open exactly while the job is unfinished, and a succeeded job's charge
+  // equals its hold's charge.
   virtual StoreResult<LedgerCheckReport> check_ledger() = 0;
 };
 

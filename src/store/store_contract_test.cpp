@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "jobs/job.h"
 #include "store/memory/memory_store.h"
 #include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
@@ -27,6 +28,7 @@ namespace ig::store {
 namespace {
 
 namespace fs = std::filesystem;
+using jobs::JobStatus;
 
 // --- helpers ---
 
@@ -264,6 +266,117 @@ void run_no_overdraft(Store& admin, const std::vector<Store*>& stores, const Ove
   expect_clean_ledger(admin);
 }
 
+// The same race through jobs: `calls` create_job(reserve = each) calls, then every created job
+// is finished twice at once (even ones succeeded, alternately in full and for a quarter; odd ones
+// failed): exactly one attempt per job may win.
+void run_no_overdraft_jobs(Store& admin, const std::vector<Store*>& stores,
+                           const OverdraftScenario& s) {
+  auto user = admin.create_user({.email = "jobrace@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(admin.grant(user->id, s.funded, "seed")));
+  const int fit = std::min(static_cast<int>(s.funded / s.each), s.calls);
+
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::vector<jobs::Job> created;
+  std::atomic<int> next{0}, insufficient{0};
+  std::latch start(s.threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < s.threads; ++t) {
+    workers.emplace_back([&, t] {
+      Store& store = *stores[static_cast<std::size_t>(t) % stores.size()];
+      start.arrive_and_wait();
+      for (int i = next++; i < s.calls; i = next++) {
+        auto job = store.create_job({.id = "job_race_" + std::to_string(i),
+                                     .user_id = user->id,
+                                     .kind = "image.generation",
+                                     .model = "race-model",
+                                     .dialect = "openai",
+                                     .reserve = s.each});
+        std::lock_guard lock(mu);
+        if (job) {
+          created.push_back(*job);
+        } else if (job.error().code == StoreErrc::kInsufficientCredits) {
+          ++insufficient;
+        } else {
+          errors.push_back(job.error().message);
+        }
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  workers.clear();
+  EXPECT_TRUE(errors.empty()) << joined(errors);
+  EXPECT_EQ(static_cast<int>(created.size()), fit);
+  EXPECT_EQ(insufficient.load(), s.calls - fit);
+  auto after_race = admin.find_user(user->id);
+  ASSERT_TRUE(ok(after_race));
+  EXPECT_EQ(after_race->balance, s.funded - fit * s.each);
+  EXPECT_EQ(after_race->reserved, fit * s.each);
+  auto listed = admin.list_jobs(user->id, std::nullopt, kMaxJobsPage, std::nullopt);
+  ASSERT_TRUE(ok(listed));
+  EXPECT_EQ(listed->size(), created.size());  // a refused job leaves no row behind
+  auto unfinished = admin.list_unfinished_jobs();
+  ASSERT_TRUE(ok(unfinished));
+  EXPECT_EQ(unfinished->size(), created.size());
+  expect_clean_ledger(admin);
+
+  std::sort(created.begin(), created.end(),
+            [](const jobs::Job& a, const jobs::Job& b) { return *a.hold_id < *b.hold_id; });
+  auto finish_for = [](std::size_t i, const jobs::Job& job) {
+    if (i % 2 == 1) {
+      return jobs::JobFinish{.status = JobStatus::kFailed, .error_code = "upstream_error"};
+    }
+    return jobs::JobFinish{.status = JobStatus::kSucceeded,
+                           .charge = i % 4 == 0 ? job.reserved : job.reserved / 4};
+  };
+  Micros charged = 0;
+  for (std::size_t i = 0; i < created.size(); i += 2) {
+    charged += finish_for(i, created[i]).charge;
+  }
+
+  std::atomic<std::size_t> next_task{0};
+  std::atomic<int> won{0}, already{0};
+  for (int t = 0; t < s.threads; ++t) {
+    workers.emplace_back([&, t] {
+      Store& store = *stores[static_cast<std::size_t>(t) % stores.size()];
+      for (std::size_t task = next_task++; task < 2 * created.size(); task = next_task++) {
+        std::size_t i = task / 2;
+        auto result = store.finish_job(created[i].id, finish_for(i, created[i]));
+        if (result) {
+          ++won;
+        } else if (result.error().code == StoreErrc::kAlreadyResolved) {
+          ++already;
+        } else {
+          std::lock_guard lock(mu);
+          errors.push_back(result.error().message);
+        }
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  EXPECT_TRUE(errors.empty()) << joined(errors);
+  EXPECT_EQ(won.load(), fit);
+  EXPECT_EQ(already.load(), fit);
+
+  auto final_user = admin.find_user(user->id);
+  ASSERT_TRUE(ok(final_user));
+  EXPECT_EQ(final_user->balance, s.funded - charged);
+  EXPECT_EQ(final_user->reserved, 0);
+  auto open = admin.list_open_holds();
+  ASSERT_TRUE(ok(open));
+  EXPECT_TRUE(open->empty());
+  unfinished = admin.list_unfinished_jobs();
+  ASSERT_TRUE(ok(unfinished));
+  EXPECT_TRUE(unfinished->empty());
+  auto succeeded = admin.list_jobs(user->id, JobStatus::kSucceeded, kMaxJobsPage, std::nullopt);
+  auto failed = admin.list_jobs(user->id, JobStatus::kFailed, kMaxJobsPage, std::nullopt);
+  ASSERT_TRUE(ok(succeeded) && ok(failed));
+  EXPECT_EQ(succeeded->size(), (created.size() + 1) / 2);
+  EXPECT_EQ(failed->size(), created.size() / 2);
+  expect_clean_ledger(admin);
+}
+
 // --- the contract suite ---
 
 class StoreContractTest : public testing::TestWithParam<BackendCase> {
@@ -296,6 +409,45 @@ class StoreContractTest : public testing::TestWithParam<BackendCase> {
                                        .hash = hash});
     EXPECT_TRUE(ok(key));
     return key.value_or(ApiKey{});
+  }
+
+  jobs::NewJob new_job(const std::string& id, std::int64_t user_id, Micros reserve) {
+    return {.id = id,
+            .user_id = user_id,
+            .key_id = 7,
+            .kind = "image.generation",
+            .model = "flux-schnell",
+            .dialect = "openai",
+            .params_json = R"({"n":1})",
+            .callback_url = "https://example.com/hook",
+            .reserve = reserve};
+  }
+
+  jobs::Job make_job(const std::string& id, std::int64_t user_id, Micros reserve) {
+    auto job = store().create_job(new_job(id, user_id, reserve));
+    EXPECT_TRUE(ok(job));
+    return job.value_or(jobs::Job{});
+  }
+
+  // The user's ledger rows for one hold, oldest first.
+  std::vector<LedgerEntry> hold_rows(std::int64_t user_id, std::int64_t hold_id) {
+    auto rows = store().list_ledger(user_id, 1000);
+    EXPECT_TRUE(ok(rows));
+    std::vector<LedgerEntry> out;
+    if (!rows) return out;
+    for (auto it = rows->rbegin(); it != rows->rend(); ++it) {
+      if (it->hold_id == hold_id) out.push_back(*it);
+    }
+    return out;
+  }
+
+  std::vector<std::string> job_ids(const StoreResult<std::vector<jobs::Job>>& listed) {
+    EXPECT_TRUE(ok(listed));
+    std::vector<std::string> ids;
+    if (listed) {
+      for (const auto& job : *listed) ids.push_back(job.id);
+    }
+    return ids;
   }
 
   std::size_t ledger_size(std::int64_t user_id) {
@@ -781,6 +933,502 @@ TEST_P(StoreContractTest, NoOverdraftUnderConcurrentReserves) {
   run_no_overdraft(store(), {&store()}, OverdraftScenario{});
 }
 
+// --- jobs ---
+
+TEST_P(StoreContractTest, CreateJobReservesIntoAHoldOfItsOwn) {
+  User user = funded_user("jobs@example.com", credits(10));
+  clock_.advance_ms(1234);
+  auto job = store().create_job(new_job("job_a", user.id, credits(3)));
+  ASSERT_TRUE(ok(job));
+  EXPECT_EQ(job->id, "job_a");
+  EXPECT_EQ(job->user_id, user.id);
+  EXPECT_EQ(job->key_id, 7);
+  EXPECT_EQ(job->kind, "image.generation");
+  EXPECT_EQ(job->model, "flux-schnell");
+  EXPECT_EQ(job->dialect, "openai");
+  EXPECT_EQ(job->params_json, R"({"n":1})");
+  EXPECT_EQ(job->callback_url, "https://example.com/hook");
+  EXPECT_EQ(job->status, JobStatus::kQueued);
+  EXPECT_EQ(job->reserved, credits(3));
+  EXPECT_EQ(job->charged, 0);
+  EXPECT_EQ(job->attempts, 0);
+  EXPECT_EQ(job->channel, "");
+  EXPECT_EQ(job->upstream_task_id, "");
+  EXPECT_EQ(job->result_json, "");
+  EXPECT_EQ(job->error_code, "");
+  EXPECT_EQ(job->created_at_ms, clock_.now_ms());
+  EXPECT_EQ(job->updated_at_ms, clock_.now_ms());
+  EXPECT_FALSE(job->started_at_ms.has_value());
+  EXPECT_FALSE(job->finished_at_ms.has_value());
+  ASSERT_TRUE(job->hold_id.has_value());
+
+  auto hold = store().find_hold(*job->hold_id);
+  ASSERT_TRUE(ok(hold));
+  EXPECT_EQ(hold->user_id, user.id);
+  EXPECT_EQ(hold->amount, credits(3));
+  EXPECT_EQ(hold->job_id, "job_a");
+  EXPECT_EQ(hold->state, HoldState::kOpen);
+  EXPECT_EQ(hold->created_at, clock_.now_s());
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(7));
+  EXPECT_EQ(after->reserved, credits(3));
+  auto rows = hold_rows(user.id, *job->hold_id);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].kind, LedgerKind::kReserve);
+  EXPECT_EQ(rows[0].amount, -credits(3));
+  EXPECT_EQ(rows[0].balance_after, credits(7));
+  EXPECT_EQ(rows[0].job_id, "job_a");
+
+  auto found = store().find_job("job_a");
+  ASSERT_TRUE(ok(found));
+  EXPECT_EQ(found->hold_id, job->hold_id);
+  EXPECT_EQ(found->params_json, job->params_json);
+  EXPECT_EQ(found->created_at_ms, job->created_at_ms);
+  EXPECT_EQ(found->status, JobStatus::kQueued);
+  EXPECT_EQ(code(store().find_job("job_nope")), "kNotFound");
+
+  auto report = store().check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
+  EXPECT_EQ(report->jobs_checked, 1);
+  EXPECT_EQ(report->open_holds, 1);
+}
+
+TEST_P(StoreContractTest, AFreeJobHasNoHoldAndMovesNoMoney) {
+  User user = make_user("free@example.com");
+  auto job = store().create_job(new_job("job_free", user.id, 0));
+  ASSERT_TRUE(ok(job));
+  EXPECT_FALSE(job->hold_id.has_value());
+  EXPECT_EQ(job->reserved, 0);
+  EXPECT_EQ(ledger_size(user.id), 0u);
+  EXPECT_TRUE(store().list_open_holds()->empty());
+
+  EXPECT_EQ(code(store().create_job(new_job("job_neg", user.id, -1))), "kInvalidArgument");
+  EXPECT_EQ(code(store().create_job(new_job("", user.id, 0))), "kInvalidArgument");
+  EXPECT_EQ(code(store().create_job(new_job("job_ghost", user.id + 1000, 0))), "kNotFound");
+  EXPECT_EQ(code(store().create_job(new_job("job_ghost", user.id + 1000, 1))), "kNotFound");
+  EXPECT_EQ(code(store().find_job("job_neg")), "kNotFound");
+
+  // Nothing reserved, so nothing can be charged; a free job still finishes.
+  EXPECT_EQ(code(store().finish_job("job_free", {.status = JobStatus::kSucceeded, .charge = 1})),
+            "kInvalidArgument");
+  auto done = store().finish_job("job_free", {.status = JobStatus::kSucceeded});
+  ASSERT_TRUE(ok(done));
+  EXPECT_EQ(done->status, JobStatus::kSucceeded);
+  EXPECT_EQ(done->charged, 0);
+  EXPECT_FALSE(done->hold_id.has_value());
+  EXPECT_EQ(code(store().finish_job("job_free", {.status = JobStatus::kFailed})),
+            "kAlreadyResolved");
+  EXPECT_EQ(ledger_size(user.id), 0u);
+  EXPECT_EQ(store().find_user(user.id)->balance, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, CreateJobWithoutEnoughCreditsWritesNothing) {
+  User user = funded_user("poor@example.com", credits(2));
+  std::size_t rows = ledger_size(user.id);
+  EXPECT_EQ(code(store().create_job(new_job("job_big", user.id, credits(2) + 1))),
+            "kInsufficientCredits");
+  EXPECT_EQ(code(store().find_job("job_big")), "kNotFound");
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(2));
+  EXPECT_EQ(after->reserved, 0);
+  EXPECT_EQ(ledger_size(user.id), rows);
+  EXPECT_TRUE(store().list_open_holds()->empty());
+  EXPECT_TRUE(job_ids(store().list_jobs(user.id, std::nullopt, 10, std::nullopt)).empty());
+  EXPECT_TRUE(store().list_unfinished_jobs()->empty());
+
+  // The refused id was not burned; the whole balance can be reserved.
+  auto job = store().create_job(new_job("job_big", user.id, credits(2)));
+  ASSERT_TRUE(ok(job));
+  EXPECT_EQ(store().find_user(user.id)->balance, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, DuplicateJobIdConflictsAndWritesNothing) {
+  User user = funded_user("dup@example.com", credits(10));
+  User other = funded_user("dup2@example.com", credits(10));
+  jobs::Job first = make_job("job_dup", user.id, credits(2));
+  std::size_t rows = ledger_size(user.id);
+
+  EXPECT_EQ(code(store().create_job(new_job("job_dup", user.id, credits(1)))), "kConflict");
+  EXPECT_EQ(code(store().create_job(new_job("job_dup", user.id, 0))), "kConflict");
+  // A duplicate is a conflict whatever the balance says.
+  EXPECT_EQ(code(store().create_job(new_job("job_dup", user.id, credits(100)))), "kConflict");
+  EXPECT_EQ(code(store().create_job(new_job("job_dup", other.id, credits(1)))), "kConflict");
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(8));
+  EXPECT_EQ(after->reserved, credits(2));
+  EXPECT_EQ(ledger_size(user.id), rows);
+  EXPECT_EQ(store().find_user(other.id)->balance, credits(10));
+  EXPECT_EQ(store().list_open_holds()->size(), 1u);
+  auto kept = store().find_job("job_dup");
+  ASSERT_TRUE(ok(kept));
+  EXPECT_EQ(kept->user_id, user.id);
+  EXPECT_EQ(kept->hold_id, first.hold_id);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, TransitionJobIsACompareAndSet) {
+  User user = funded_user("cas@example.com", credits(10));
+  jobs::Job job = make_job("job_cas", user.id, credits(1));
+  clock_.advance_ms(1000);
+  const std::int64_t started = clock_.now_ms();
+
+  auto running = store().transition_job(
+      "job_cas", JobStatus::kQueued, JobStatus::kRunning,
+      {.channel = "alpha", .mark_started = true, .increment_attempts = true});
+  ASSERT_TRUE(ok(running));
+  EXPECT_EQ(running->status, JobStatus::kRunning);
+  EXPECT_EQ(running->channel, "alpha");
+  EXPECT_EQ(running->upstream_task_id, "");
+  EXPECT_EQ(running->attempts, 1);
+  EXPECT_EQ(running->started_at_ms, started);
+  EXPECT_EQ(running->updated_at_ms, started);
+  EXPECT_EQ(running->created_at_ms, job.created_at_ms);
+  EXPECT_FALSE(running->finished_at_ms.has_value());
+
+  // A second worker loses the race and changes nothing.
+  clock_.advance_ms(1000);
+  EXPECT_EQ(code(store().transition_job("job_cas", JobStatus::kQueued, JobStatus::kRunning,
+                                        {.channel = "beta", .increment_attempts = true})),
+            "kConflict");
+  auto unchanged = store().find_job("job_cas");
+  ASSERT_TRUE(ok(unchanged));
+  EXPECT_EQ(unchanged->channel, "alpha");
+  EXPECT_EQ(unchanged->attempts, 1);
+  EXPECT_EQ(unchanged->updated_at_ms, started);
+
+  // Staying in a state updates fields; unset ones are kept and started_at_ms is set only once.
+  auto retried = store().transition_job(
+      "job_cas", JobStatus::kRunning, JobStatus::kRunning,
+      {.upstream_task_id = "task-9", .mark_started = true, .increment_attempts = true});
+  ASSERT_TRUE(ok(retried));
+  EXPECT_EQ(retried->channel, "alpha");
+  EXPECT_EQ(retried->upstream_task_id, "task-9");
+  EXPECT_EQ(retried->attempts, 2);
+  EXPECT_EQ(retried->started_at_ms, started);
+  EXPECT_EQ(retried->updated_at_ms, clock_.now_ms());
+
+  // Back to the queue (e.g. the channel went away) and out again.
+  ASSERT_TRUE(ok(store().transition_job("job_cas", JobStatus::kRunning, JobStatus::kQueued, {})));
+  ASSERT_TRUE(ok(store().transition_job("job_cas", JobStatus::kQueued, JobStatus::kRunning, {})));
+
+  EXPECT_EQ(code(store().transition_job("job_nope", JobStatus::kQueued, JobStatus::kRunning, {})),
+            "kNotFound");
+  EXPECT_EQ(code(store().transition_job("job_cas", JobStatus::kRunning, JobStatus::kSucceeded, {})),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().transition_job("job_cas", JobStatus::kFailed, JobStatus::kQueued, {})),
+            "kInvalidArgument");
+  EXPECT_EQ(store().find_job("job_cas")->status, JobStatus::kRunning);
+  EXPECT_EQ(store().find_hold(*job.hold_id)->state, HoldState::kOpen);
+
+  ASSERT_TRUE(ok(store().finish_job("job_cas", {.status = JobStatus::kCanceled})));
+  EXPECT_EQ(code(store().transition_job("job_cas", JobStatus::kRunning, JobStatus::kQueued, {})),
+            "kConflict");
+  EXPECT_EQ(store().find_job("job_cas")->status, JobStatus::kCanceled);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, FinishJobSucceededSettlesAndReturnsTheRest) {
+  User user = funded_user("win@example.com", credits(10));
+  jobs::Job job = make_job("job_win", user.id, credits(4));
+  ASSERT_TRUE(ok(store().transition_job("job_win", JobStatus::kQueued, JobStatus::kRunning,
+                                        {.channel = "alpha", .mark_started = true})));
+  clock_.advance_ms(2500);
+
+  auto done = store().finish_job("job_win", {.status = JobStatus::kSucceeded,
+                                             .charge = 1'500'000,
+                                             .result_json = R"({"blobs":["b1"]})",
+                                             .channel = "beta"});
+  ASSERT_TRUE(ok(done));
+  EXPECT_EQ(done->status, JobStatus::kSucceeded);
+  EXPECT_EQ(done->charged, 1'500'000);
+  EXPECT_EQ(done->reserved, credits(4));
+  EXPECT_EQ(done->result_json, R"({"blobs":["b1"]})");
+  EXPECT_EQ(done->channel, "beta");
+  EXPECT_EQ(done->finished_at_ms, clock_.now_ms());
+  EXPECT_EQ(done->updated_at_ms, clock_.now_ms());
+  EXPECT_EQ(done->error_code, "");
+
+  auto hold = store().find_hold(*job.hold_id);
+  ASSERT_TRUE(ok(hold));
+  EXPECT_EQ(hold->state, HoldState::kSettled);
+  EXPECT_EQ(hold->charged, 1'500'000);
+  EXPECT_EQ(hold->resolved_at, clock_.now_s());
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(10) - 1'500'000);
+  EXPECT_EQ(after->reserved, 0);
+
+  auto rows = hold_rows(user.id, *job.hold_id);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].kind, LedgerKind::kSettle);
+  EXPECT_EQ(rows[1].amount, 2'500'000);
+  EXPECT_EQ(rows[1].balance_after, credits(10) - 1'500'000);
+  EXPECT_EQ(rows[1].job_id, "job_win");
+  EXPECT_EQ(rows[1].note, "job job_win succeeded: charged 1.5");
+  EXPECT_TRUE(store().list_unfinished_jobs()->empty());
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, FinishJobOtherwiseRefundsTheWholeHold) {
+  User user = funded_user("lose@example.com", credits(10));
+  jobs::Job failed = make_job("job_failed", user.id, credits(4));
+  jobs::Job canceled = make_job("job_canceled", user.id, credits(3));
+  jobs::Job expired = make_job("job_expired", user.id, credits(2));
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(1));
+  clock_.advance_ms(500);
+
+  auto done = store().finish_job("job_failed", {.status = JobStatus::kFailed,
+                                                .error_code = "upstream_error",
+                                                .error_message = "provider said no"});
+  ASSERT_TRUE(ok(done));
+  EXPECT_EQ(done->status, JobStatus::kFailed);
+  EXPECT_EQ(done->charged, 0);
+  EXPECT_EQ(done->error_code, "upstream_error");
+  EXPECT_EQ(done->error_message, "provider said no");
+  EXPECT_EQ(done->finished_at_ms, clock_.now_ms());
+  EXPECT_FALSE(done->started_at_ms.has_value());
+  auto rows = hold_rows(user.id, *failed.hold_id);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].kind, LedgerKind::kRefund);
+  EXPECT_EQ(rows[1].amount, credits(4));
+  EXPECT_EQ(rows[1].job_id, "job_failed");
+  EXPECT_EQ(rows[1].note, "refund: job job_failed failed: upstream_error");
+  EXPECT_EQ(store().find_hold(*failed.hold_id)->state, HoldState::kRefunded);
+
+  ASSERT_TRUE(
+      ok(store().finish_job("job_canceled", {.status = JobStatus::kCanceled, .note = "by user"})));
+  rows = hold_rows(user.id, *canceled.hold_id);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].note, "by user");
+  EXPECT_EQ(rows[1].amount, credits(3));
+
+  // A charge means nothing unless the job succeeded: an expired job is refunded in full.
+  auto gone = store().finish_job("job_expired", {.status = JobStatus::kExpired, .charge = 1});
+  ASSERT_TRUE(ok(gone));
+  EXPECT_EQ(gone->charged, 0);
+  rows = hold_rows(user.id, *expired.hold_id);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].kind, LedgerKind::kRefund);
+  EXPECT_EQ(rows[1].amount, credits(2));
+  EXPECT_EQ(rows[1].note, "refund: job job_expired expired");
+
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(10));
+  EXPECT_EQ(after->reserved, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, AJobFinishesExactlyOnce) {
+  User user = funded_user("once@example.com", credits(10));
+  jobs::Job job = make_job("job_once", user.id, credits(4));
+  auto done =
+      store().finish_job("job_once", {.status = JobStatus::kSucceeded, .charge = credits(1)});
+  ASSERT_TRUE(ok(done));
+
+  User before = *store().find_user(user.id);
+  std::size_t rows = ledger_size(user.id);
+  clock_.advance_ms(10'000);
+  EXPECT_EQ(
+      code(store().finish_job("job_once", {.status = JobStatus::kSucceeded, .charge = credits(2)})),
+      "kAlreadyResolved");
+  EXPECT_EQ(
+      code(store().finish_job("job_once", {.status = JobStatus::kFailed, .error_code = "late"})),
+      "kAlreadyResolved");
+  EXPECT_EQ(code(store().finish_job("job_once",
+                                    {.status = JobStatus::kSucceeded, .charge = credits(100)})),
+            "kAlreadyResolved");
+
+  User after = *store().find_user(user.id);
+  EXPECT_EQ(after.balance, before.balance);
+  EXPECT_EQ(after.reserved, before.reserved);
+  EXPECT_EQ(ledger_size(user.id), rows);
+  auto kept = store().find_job("job_once");
+  ASSERT_TRUE(ok(kept));
+  EXPECT_EQ(kept->status, JobStatus::kSucceeded);
+  EXPECT_EQ(kept->charged, credits(1));
+  EXPECT_EQ(kept->error_code, "");
+  EXPECT_EQ(kept->finished_at_ms, done->finished_at_ms);
+  EXPECT_EQ(kept->updated_at_ms, done->updated_at_ms);
+  auto hold = store().find_hold(*job.hold_id);
+  EXPECT_EQ(hold->state, HoldState::kSettled);
+  EXPECT_EQ(hold->charged, credits(1));
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, FinishJobRejectsBadArgumentsAndChangesNothing) {
+  User user = funded_user("bad@example.com", credits(10));
+  jobs::Job job = make_job("job_bad", user.id, credits(4));
+  std::size_t rows = ledger_size(user.id);
+
+  EXPECT_EQ(code(store().finish_job("job_bad",
+                                    {.status = JobStatus::kSucceeded, .charge = credits(4) + 1})),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().finish_job("job_bad", {.status = JobStatus::kSucceeded, .charge = -1})),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().finish_job("job_bad", {.status = JobStatus::kRunning})),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().finish_job("job_bad", {.status = JobStatus::kQueued})),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().finish_job("job_nope", {.status = JobStatus::kFailed})), "kNotFound");
+
+  EXPECT_EQ(store().find_job("job_bad")->status, JobStatus::kQueued);
+  EXPECT_EQ(store().find_hold(*job.hold_id)->state, HoldState::kOpen);
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(6));
+  EXPECT_EQ(ledger_size(user.id), rows);
+
+  // The whole reserve is a valid charge.
+  auto done =
+      store().finish_job("job_bad", {.status = JobStatus::kSucceeded, .charge = credits(4)});
+  ASSERT_TRUE(ok(done));
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(6));
+  EXPECT_EQ(hold_rows(user.id, *job.hold_id).back().amount, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, AJobsHoldResolvesOnlyThroughTheJob) {
+  User user = funded_user("own@example.com", credits(10));
+  jobs::Job job = make_job("job_own", user.id, credits(4));
+  auto plain = store().reserve(user.id, credits(1), "job_own");  // same tag, not the job's hold
+  ASSERT_TRUE(ok(plain));
+
+  EXPECT_EQ(code(store().settle(*job.hold_id, credits(1))), "kConflict");
+  EXPECT_EQ(code(store().refund(*job.hold_id, "orphan sweep")), "kConflict");
+  EXPECT_EQ(store().find_hold(*job.hold_id)->state, HoldState::kOpen);
+  EXPECT_TRUE(ok(store().settle(plain->id, credits(1))));
+
+  ASSERT_TRUE(ok(store().finish_job("job_own", {.status = JobStatus::kFailed})));
+  EXPECT_EQ(code(store().refund(*job.hold_id, "again")), "kAlreadyResolved");
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(9));
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, ConcurrentFinishesOfOneJobHaveOneWinner) {
+  constexpr int kThreads = 16;
+  constexpr int kJobs = 8;
+  User user = funded_user("racefinish@example.com", credits(100));
+  Micros charged = 0;
+  for (int round = 0; round < kJobs; ++round) {
+    SCOPED_TRACE(round);
+    const std::string id = "job_contested_" + std::to_string(round);
+    jobs::Job job = make_job(id, user.id, credits(4));
+    std::mutex mu;
+    std::vector<jobs::Job> winners;
+    std::vector<std::string> errors;
+    std::atomic<int> already{0};
+    std::latch start(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        jobs::JobFinish finish =
+            t % 2 == 0 ? jobs::JobFinish{.status = JobStatus::kSucceeded,
+                                         .charge = credits(1 + (t / 2) % 4)}
+                       : jobs::JobFinish{.status = JobStatus::kFailed, .error_code = "timeout"};
+        start.arrive_and_wait();
+        auto result = store().finish_job(id, finish);
+        std::lock_guard lock(mu);
+        if (result) {
+          winners.push_back(*result);
+        } else if (result.error().code == StoreErrc::kAlreadyResolved) {
+          ++already;
+        } else {
+          errors.push_back(result.error().message);
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_TRUE(errors.empty()) << joined(errors);
+    ASSERT_EQ(winners.size(), 1u);
+    EXPECT_EQ(already.load(), kThreads - 1);
+    const jobs::Job& winner = winners[0];
+    auto stored = store().find_job(id);
+    ASSERT_TRUE(ok(stored));
+    EXPECT_EQ(stored->status, winner.status);
+    EXPECT_EQ(stored->charged, winner.charged);
+
+    auto rows = hold_rows(user.id, *job.hold_id);
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows[1].kind,
+              winner.status == JobStatus::kSucceeded ? LedgerKind::kSettle : LedgerKind::kRefund);
+    EXPECT_EQ(rows[1].amount, credits(4) - winner.charged);
+    charged += winner.charged;
+  }
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(100) - charged);
+  EXPECT_EQ(after->reserved, 0);
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, NoOverdraftUnderConcurrentJobCreation) {
+  run_no_overdraft_jobs(store(), {&store()}, OverdraftScenario{});
+}
+
+TEST_P(StoreContractTest, ListJobsPagesNewestFirstAndFilters) {
+  User user = funded_user("pages@example.com", credits(100));
+  User other = funded_user("other@example.com", credits(100));
+  // Three creation instants, with ties: the order among equal timestamps is creation order.
+  for (int i = 0; i < 7; ++i) {
+    if (i == 3 || i == 5) clock_.advance_ms(1000);
+    make_job("job_" + std::to_string(i), user.id, i % 2 == 0 ? credits(1) : 0);
+    if (i == 3) make_job("job_other", other.id, credits(1));
+  }
+  auto page = [&](std::optional<JobStatus> status, int limit, std::optional<std::string> after) {
+    return job_ids(store().list_jobs(user.id, status, limit, std::move(after)));
+  };
+  using Ids = std::vector<std::string>;
+  EXPECT_EQ(page(std::nullopt, 100, std::nullopt),
+            (Ids{"job_6", "job_5", "job_4", "job_3", "job_2", "job_1", "job_0"}));
+  EXPECT_EQ(page(std::nullopt, 3, std::nullopt), (Ids{"job_6", "job_5", "job_4"}));
+  EXPECT_EQ(page(std::nullopt, 3, "job_4"), (Ids{"job_3", "job_2", "job_1"}));
+  EXPECT_EQ(page(std::nullopt, 3, "job_1"), (Ids{"job_0"}));
+  EXPECT_EQ(page(std::nullopt, 3, "job_0"), Ids{});
+
+  ASSERT_TRUE(ok(store().transition_job("job_1", JobStatus::kQueued, JobStatus::kRunning, {})));
+  ASSERT_TRUE(ok(store().transition_job("job_4", JobStatus::kQueued, JobStatus::kRunning, {})));
+  ASSERT_TRUE(ok(store().finish_job("job_5", {.status = JobStatus::kFailed})));
+  EXPECT_EQ(page(JobStatus::kRunning, 10, std::nullopt), (Ids{"job_4", "job_1"}));
+  EXPECT_EQ(page(JobStatus::kFailed, 10, std::nullopt), (Ids{"job_5"}));
+  EXPECT_EQ(page(JobStatus::kSucceeded, 10, std::nullopt), Ids{});
+  EXPECT_EQ(page(JobStatus::kQueued, 2, std::nullopt), (Ids{"job_6", "job_3"}));
+  EXPECT_EQ(page(JobStatus::kQueued, 2, "job_3"), (Ids{"job_2", "job_0"}));
+  // The cursor is a position, whatever the status of the job it names.
+  EXPECT_EQ(page(JobStatus::kQueued, 10, "job_4"), (Ids{"job_3", "job_2", "job_0"}));
+
+  EXPECT_EQ(job_ids(store().list_jobs(other.id, std::nullopt, 10, std::nullopt)), Ids{"job_other"});
+  EXPECT_EQ(code(store().list_jobs(user.id, std::nullopt, 10, "job_other")), "kNotFound");
+  EXPECT_EQ(code(store().list_jobs(user.id, std::nullopt, 10, "job_nope")), "kNotFound");
+  EXPECT_EQ(code(store().list_jobs(user.id, std::nullopt, 0, std::nullopt)), "kInvalidArgument");
+  EXPECT_EQ(code(store().list_jobs(user.id, std::nullopt, kMaxJobsPage + 1, std::nullopt)),
+            "kInvalidArgument");
+  EXPECT_EQ(page(std::nullopt, kMaxJobsPage, std::nullopt).size(), 7u);
+  EXPECT_EQ(code(store().list_jobs(other.id + 1000, std::nullopt, 10, std::nullopt)), "kNotFound");
+}
+
+TEST_P(StoreContractTest, ListUnfinishedJobsIsOldestFirst) {
+  User a = funded_user("ua@example.com", credits(10));
+  User b = funded_user("ub@example.com", credits(10));
+  EXPECT_TRUE(store().list_unfinished_jobs()->empty());
+  make_job("job_u1", a.id, credits(1));
+  make_job("job_u2", b.id, 0);
+  clock_.advance_ms(10);
+  make_job("job_u3", a.id, credits(1));
+  make_job("job_u4", b.id, credits(1));
+  clock_.advance_ms(10);
+  make_job("job_u5", a.id, 0);
+  ASSERT_TRUE(ok(store().transition_job("job_u3", JobStatus::kQueued, JobStatus::kRunning, {})));
+  ASSERT_TRUE(ok(store().finish_job("job_u2", {.status = JobStatus::kSucceeded})));
+  ASSERT_TRUE(ok(store().finish_job("job_u4", {.status = JobStatus::kExpired})));
+
+  auto unfinished = store().list_unfinished_jobs();
+  EXPECT_EQ(job_ids(unfinished), (std::vector<std::string>{"job_u1", "job_u3", "job_u5"}));
+  ASSERT_EQ(unfinished->size(), 3u);
+  EXPECT_EQ((*unfinished)[1].status, JobStatus::kRunning);
+  expect_clean_ledger(store());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest, testing::ValuesIn(backend_cases()),
                          [](const testing::TestParamInfo<BackendCase>& info) {
                            return info.param.name;
@@ -841,6 +1489,14 @@ TEST_F(SqliteStoreTest, TwoStoresOnOneFileNeverOverdraw) {
   auto cli = open_store(2);
   ASSERT_TRUE(server && cli);
   run_no_overdraft(*server, {server.get(), cli.get()}, OverdraftScenario{});
+  expect_clean_ledger(*cli);
+}
+
+TEST_F(SqliteStoreTest, TwoStoresOnOneFileNeverOverdrawThroughJobs) {
+  auto server = open_store();
+  auto cli = open_store(2);
+  ASSERT_TRUE(server && cli);
+  run_no_overdraft_jobs(*server, {server.get(), cli.get()}, OverdraftScenario{});
   expect_clean_ledger(*cli);
 }
 
@@ -986,6 +1642,121 @@ TEST_F(SqliteStoreTest, SchemaRefusesASecondResolutionRowAndNegativeBalances) {
             SQLITE_CONSTRAINT);
   EXPECT_EQ(raw.exec("UPDATE users SET balance = -1 WHERE id = " + uid) & 0xff, SQLITE_CONSTRAINT);
   expect_clean_ledger(*store);
+}
+
+TEST_F(SqliteStoreTest, CheckLedgerReportsJobsAndHoldsThatDisagree) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "jobbooks@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(10), "seed")));
+  auto make = [&](const std::string& id) {
+    auto job = store->create_job(
+        {.id = id, .user_id = user->id, .kind = "image.generation", .reserve = credits(2)});
+    EXPECT_TRUE(ok(job));
+  };
+  make("job_settled");
+  make("job_open");
+  make("job_refunded");
+  make("job_fine");
+  ASSERT_TRUE(ok(
+      store->finish_job("job_settled", {.status = JobStatus::kSucceeded, .charge = credits(1)})));
+  ASSERT_TRUE(ok(store->finish_job("job_refunded", {.status = JobStatus::kFailed})));
+  expect_clean_ledger(*store);
+
+  RawDb raw(path_);
+  // Each edit keeps every hold consistent with its ledger rows: only the job check can see it.
+  ASSERT_EQ(raw.exec("UPDATE jobs SET charged = reserved WHERE id = 'job_settled'"), SQLITE_OK);
+  ASSERT_EQ(raw.exec("UPDATE jobs SET status = 'failed', finished_at_ms = 1 "
+                     "WHERE id = 'job_open'"),
+            SQLITE_OK);
+  ASSERT_EQ(raw.exec("UPDATE holds SET job_id = 'someone_else' WHERE id = "
+                     "(SELECT hold_id FROM jobs WHERE id = 'job_refunded')"),
+            SQLITE_OK);
+  auto report = store->check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_EQ(report->jobs_checked, 4);
+  std::string all = joined(report->violations);
+  ASSERT_EQ(report->violations.size(), 3u) << all;
+  EXPECT_NE(all.find("job job_settled (succeeded): charged 2000000 != hold"), std::string::npos)
+      << all;
+  EXPECT_NE(all.find("job job_open (failed): hold"), std::string::npos) << all;
+  EXPECT_NE(all.find("is open, expected refunded"), std::string::npos) << all;
+  EXPECT_NE(all.find("job job_refunded (failed): hold"), std::string::npos) << all;
+  EXPECT_NE(all.find("tagged with job 'someone_else'"), std::string::npos) << all;
+  EXPECT_EQ(all.find("job_fine"), std::string::npos) << all;
+}
+
+TEST_F(SqliteStoreTest, SchemaGuardsJobs) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "jobguard@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "seed")));
+  ASSERT_TRUE(ok(store->create_job({.id = "job_g", .user_id = user->id, .reserve = credits(2)})));
+
+  RawDb raw(path_);
+  auto refused = [&](const std::string& sql) {
+    return (raw.exec(sql) & 0xff) == SQLITE_CONSTRAINT;
+  };
+  EXPECT_TRUE(
+      refused("UPDATE jobs SET status = 'succeeded' WHERE id = 'job_g'"));        // no finish time
+  EXPECT_TRUE(refused("UPDATE jobs SET finished_at_ms = 1 WHERE id = 'job_g'"));  // not final
+  EXPECT_TRUE(refused("UPDATE jobs SET status = 'done', finished_at_ms = 1 WHERE id = 'job_g'"));
+  EXPECT_TRUE(
+      refused("UPDATE jobs SET status = 'failed', finished_at_ms = 1, charged = 1 "
+              "WHERE id = 'job_g'"));  // charged without succeeding
+  EXPECT_TRUE(
+      refused("UPDATE jobs SET status = 'succeeded', finished_at_ms = 1, "
+              "charged = reserved + 1 WHERE id = 'job_g'"));
+  EXPECT_TRUE(refused("UPDATE jobs SET hold_id = NULL WHERE id = 'job_g'"));  // reserved, no hold
+  // Two jobs never share a hold.
+  EXPECT_TRUE(
+      refused("INSERT INTO jobs(id, user_id, kind, model, dialect, hold_id, reserved, "
+              "created_at_ms, updated_at_ms) SELECT 'job_h', user_id, '', '', '', hold_id, "
+              "reserved, 0, 0 FROM jobs WHERE id = 'job_g'"));
+  expect_clean_ledger(*store);
+}
+
+TEST_F(SqliteStoreTest, MigratingAVersionTwoFileAddsJobs) {
+  std::int64_t user_id = 0;
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    auto user = store->create_user({.email = "old@example.com", .password_hash = "h"});
+    ASSERT_TRUE(ok(user));
+    user_id = user->id;
+    ASSERT_TRUE(ok(store->grant(user_id, credits(3), "seed")));
+    ASSERT_TRUE(ok(store->reserve(user_id, credits(1), "pre-jobs hold")));
+  }
+  {
+    // Roll the file back to what a version-2 binary left behind.
+    RawDb raw(path_);
+    ASSERT_EQ(raw.exec("DROP TABLE jobs; DELETE FROM schema_migrations WHERE version >= 3"),
+              SQLITE_OK);
+  }
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto job = store->create_job({.id = "job_new", .user_id = user_id, .reserve = credits(1)});
+  ASSERT_TRUE(ok(job));
+  EXPECT_EQ(store->find_user(user_id)->balance, credits(1));
+  expect_clean_ledger(*store);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"),
+            SqliteStore::latest_schema_version());
+}
+
+TEST(JobStatusText, RoundTrips) {
+  for (JobStatus status : {JobStatus::kQueued, JobStatus::kRunning, JobStatus::kSucceeded,
+                           JobStatus::kFailed, JobStatus::kCanceled, JobStatus::kExpired}) {
+    EXPECT_EQ(jobs::job_status_from_string(jobs::to_string(status)), status);
+  }
+  EXPECT_EQ(jobs::to_string(JobStatus::kCanceled), "canceled");
+  EXPECT_EQ(jobs::to_string(JobStatus::kSucceeded), "succeeded");
+  EXPECT_FALSE(jobs::job_status_from_string("Queued").has_value());
+  EXPECT_FALSE(jobs::job_status_from_string("").has_value());
+  EXPECT_FALSE(jobs::is_final(JobStatus::kRunning));
+  EXPECT_TRUE(jobs::is_final(JobStatus::kExpired));
 }
 
 TEST_F(SqliteStoreTest, OpenValidatesSettingsAndCreatesDirectories) {

@@ -352,6 +352,11 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, read_all: bool = T
 
 
 def recv_until_close(s: socket.socket, timeout: float = 5.0) -> bytes:
+    return recv_until_eof(s, timeout)[0]
+
+
+def recv_until_eof(s: socket.socket, timeout: float = 5.0):
+    """(data, closed): everything received, and whether the peer closed within timeout."""
     deadline = time.monotonic() + timeout
     chunks = []
     while True:
@@ -362,13 +367,13 @@ def recv_until_close(s: socket.socket, timeout: float = 5.0) -> bytes:
         try:
             b = s.recv(65536)
         except socket.timeout:
-            break
+            return b"".join(chunks), False
         except ConnectionResetError:
-            break
+            return b"".join(chunks), True
         if not b:
-            break
+            return b"".join(chunks), True
         chunks.append(b)
-    return b"".join(chunks)
+    return b"".join(chunks), False
 
 
 def parse_raw_response(data: bytes):

@@ -75,8 +75,22 @@ def test_port_in_use_fails_cleanly(factory):
     inst = factory.instance()
     rc, out, err = run_serve_expect_failure(inst, env={"IMAGEGATE_LISTEN": f"127.0.0.1:{first.port}"})
     assert rc != 0
-    assert err.strip(), "must say why it cannot start"
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and str(first.port) in lines[0], f"one line saying why: {lines!r}"
+    assert "API key" not in out, "nothing may be bootstrapped when the server cannot listen"
     assert first.get("/healthz").status_code == 200
+
+
+def test_unusable_data_dir(factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    inst = factory.instance(f'data_dir = "{blocker}/sub"\n', write_data_dir=False)
+    rc, out, err = inst.cli("users", "list")
+    assert_one_error_line(rc, err, "data_dir")
+    rc, out, err = run_serve_expect_failure(inst)
+    assert rc != 0
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and "data_dir" in lines[0], lines
 
 
 # ---- banner and listening line --------------------------------------------------------------
@@ -118,6 +132,7 @@ def test_listening_line(factory):
 def test_second_start_has_no_banner(factory):
     srv = factory.server()
     key = srv.bootstrap_key
+    assert srv.get("/v1/me", key=key).status_code == 200
     srv.restart()
     assert "API key" not in srv.stdout_text()
     assert "password:" not in srv.stdout_text()

@@ -5,6 +5,7 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import shared_server, HTTP_TIMEOUT, parse_raw_response, raw_request, recv_until_close
+from conftest import (HTTP_TIMEOUT, parse_raw_response, raw_request, recv_until_close,
+                      recv_until_eof, shared_server)
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +218,10 @@ def test_header_block_too_large_431(srv):
             s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        resp = recv_until_close(s, timeout=5)
+        resp, closed = recv_until_eof(s, timeout=5)
     status, headers, body = parse_raw_response(resp)
     assert status == 431
+    assert closed, "the connection must be closed after a 431"
     assert headers.get("content-type", "").startswith("application/json")
     err = json.loads(body)["error"]
     assert err["type"] == "invalid_request_error"
@@ -320,9 +323,10 @@ def test_body_too_large_413_declared_up_front(small):
     with socket.create_connection(("127.0.0.1", small.port), timeout=5) as s:
         s.sendall(b"POST /v1/me HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 10000000\r\n\r\n")
-        resp = recv_until_close(s, timeout=3)
+        resp, closed = recv_until_eof(s, timeout=3)
     status, headers, body = parse_raw_response(resp)
     assert status == 413
+    assert closed, "the connection must be closed after an early 413"
     assert_error_body(body.decode(), "payload_too_large", "invalid_request_error")
     assert headers.get("x-request-id")
 
@@ -452,6 +456,36 @@ def test_graceful_shutdown_exit_0(factory, signo):
     rc = srv.stop(signo=signo)
     assert rc == 0, f"exit code {rc}\n{srv.stderr_text()[-2000:]}"
     assert time.monotonic() - t0 < 5.0
+
+
+def test_sigterm_right_after_listening_line(factory):
+    """Once the listening line is printed, SIGTERM must already mean a graceful stop (exit 0).
+
+    Races the signal against the server's startup on purpose: a server that installs its
+    signal handlers before announcing itself always passes; one that does it afterwards dies
+    of the default SIGTERM action in most of these attempts."""
+    inst = factory.instance()
+    env = inst.env()
+    env["IMAGEGATE_LISTEN"] = "127.0.0.1:0"
+    for attempt in range(8):
+        p = subprocess.Popen(inst.cli_argv("serve"), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+        watchdog = threading.Timer(15, p.kill)  # never hang on a server that never listens
+        watchdog.start()
+        try:
+            for line in p.stdout:
+                if line.startswith(b"imagegate listening on "):
+                    p.send_signal(signal.SIGTERM)
+                    break
+            rc = p.wait(timeout=15)
+        finally:
+            watchdog.cancel()
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+            p.stdout.close()
+        assert rc == 0, (f"attempt {attempt}: SIGTERM sent right after the listening line "
+                         f"ended the process with {rc} instead of exit 0")
 
 
 def test_idle_keepalive_does_not_delay_shutdown(factory):

@@ -23,6 +23,17 @@ std::string id_text(std::string_view what, std::int64_t id) {
   return std::string(what) + " " + std::to_string(id);
 }
 
+std::string finish_note(std::string_view job_id, const jobs::JobFinish& finish, Micros charge) {
+  if (!finish.note.empty()) return finish.note;
+  std::string note = "job " + std::string(job_id);
+  if (finish.status == jobs::JobStatus::kSucceeded) {
+    return note + " succeeded: charged " + format_credits(charge);
+  }
+  note = "refund: " + note + " " + std::string(jobs::to_string(finish.status));
+  if (!finish.error_code.empty()) note += ": " + finish.error_code;
+  return note;
+}
+
 }  // namespace
 
 MemoryStore::MemoryStore(const Clock& clock) : clock_(clock) {}
@@ -54,6 +65,55 @@ LedgerEntry& MemoryStore::append_locked(std::int64_t user_id, LedgerKind kind, M
   entry.created_at = clock_.now_s();
   ledger_.push_back(std::move(entry));
   return ledger_.back();
+}
+
+StoreResult<Hold> MemoryStore::reserve_locked(std::int64_t user_id, Micros amount,
+                                              std::string_view job_id) {
+  User* user = user_locked(user_id);
+  if (user == nullptr) return err(StoreErrc::kNotFound, id_text("no user", user_id));
+  if (user->balance < amount) {
+    return err(StoreErrc::kInsufficientCredits, "balance below the amount to reserve");
+  }
+  user->balance -= amount;
+  user->reserved += amount;
+  Hold hold;
+  hold.id = next_hold_id_++;
+  hold.user_id = user_id;
+  hold.amount = amount;
+  hold.job_id = std::string(job_id);
+  hold.created_at = clock_.now_s();
+  holds_.emplace(hold.id, hold);
+  append_locked(user_id, LedgerKind::kReserve, -amount, user->balance, hold.id, job_id, "");
+  return hold;
+}
+
+StoreResult<Hold*> MemoryStore::open_hold_locked(std::int64_t hold_id) {
+  Hold* hold = hold_locked(hold_id);
+  if (hold == nullptr) return err(StoreErrc::kNotFound, id_text("no hold", hold_id));
+  if (hold->state != HoldState::kOpen) {
+    return err(StoreErrc::kAlreadyResolved, id_text("already resolved: hold", hold_id));
+  }
+  return hold;
+}
+
+Hold& MemoryStore::resolve_locked(Hold& hold, HoldState to, Micros charge, std::string_view note) {
+  User& user = users_.at(hold.user_id);
+  hold.state = to;
+  hold.charged = to == HoldState::kSettled ? charge : 0;
+  hold.resolved_at = clock_.now_s();
+  Micros returned = hold.amount - hold.charged;
+  user.reserved -= hold.amount;
+  user.balance += returned;
+  append_locked(user.id, to == HoldState::kSettled ? LedgerKind::kSettle : LedgerKind::kRefund,
+                returned, user.balance, hold.id, hold.job_id, note);
+  return hold;
+}
+
+StoreResult<void> MemoryStore::refuse_job_hold_locked(std::int64_t hold_id) const {
+  auto it = job_of_hold_.find(hold_id);
+  if (it == job_of_hold_.end()) return {};
+  return err(StoreErrc::kConflict, id_text("hold", hold_id) + " belongs to job " + it->second +
+                                       ": resolve it with finish_job");
 }
 
 // --- users ---
@@ -216,62 +276,26 @@ StoreResult<Hold> MemoryStore::reserve(std::int64_t user_id, Micros amount,
                                        std::string_view job_id) {
   if (amount <= 0) return err(StoreErrc::kInvalidArgument, "reserve amount must be positive");
   std::lock_guard lock(mu_);
-  User* user = user_locked(user_id);
-  if (user == nullptr) return err(StoreErrc::kNotFound, id_text("no user", user_id));
-  if (user->balance < amount) {
-    return err(StoreErrc::kInsufficientCredits, "balance below the amount to reserve");
-  }
-  user->balance -= amount;
-  user->reserved += amount;
-  Hold hold;
-  hold.id = next_hold_id_++;
-  hold.user_id = user_id;
-  hold.amount = amount;
-  hold.job_id = std::string(job_id);
-  hold.created_at = clock_.now_s();
-  holds_.emplace(hold.id, hold);
-  append_locked(user_id, LedgerKind::kReserve, -amount, user->balance, hold.id, job_id, "");
-  return hold;
+  return reserve_locked(user_id, amount, job_id);
 }
 
 StoreResult<Hold> MemoryStore::settle(std::int64_t hold_id, Micros actual) {
   std::lock_guard lock(mu_);
-  Hold* hold = hold_locked(hold_id);
-  if (hold == nullptr) return err(StoreErrc::kNotFound, id_text("no hold", hold_id));
-  if (hold->state != HoldState::kOpen) {
-    return err(StoreErrc::kAlreadyResolved, id_text("already resolved: hold", hold_id));
-  }
-  if (actual < 0 || actual > hold->amount) {
+  auto hold = open_hold_locked(hold_id);
+  if (!hold) return std::unexpected(hold.error());
+  if (auto mine = refuse_job_hold_locked(hold_id); !mine) return std::unexpected(mine.error());
+  if (actual < 0 || actual > (*hold)->amount) {
     return err(StoreErrc::kInvalidArgument, "settle amount outside 0..held");
   }
-  User& user = users_.at(hold->user_id);
-  Micros returned = hold->amount - actual;
-  user.reserved -= hold->amount;
-  user.balance += returned;
-  hold->state = HoldState::kSettled;
-  hold->charged = actual;
-  hold->resolved_at = clock_.now_s();
-  append_locked(user.id, LedgerKind::kSettle, returned, user.balance, hold->id, hold->job_id,
-                "charged " + format_credits(actual));
-  return *hold;
+  return resolve_locked(**hold, HoldState::kSettled, actual, "charged " + format_credits(actual));
 }
 
 StoreResult<Hold> MemoryStore::refund(std::int64_t hold_id, std::string_view note) {
   std::lock_guard lock(mu_);
-  Hold* hold = hold_locked(hold_id);
-  if (hold == nullptr) return err(StoreErrc::kNotFound, id_text("no hold", hold_id));
-  if (hold->state != HoldState::kOpen) {
-    return err(StoreErrc::kAlreadyResolved, id_text("already resolved: hold", hold_id));
-  }
-  User& user = users_.at(hold->user_id);
-  user.reserved -= hold->amount;
-  user.balance += hold->amount;
-  hold->state = HoldState::kRefunded;
-  hold->charged = 0;
-  hold->resolved_at = clock_.now_s();
-  append_locked(user.id, LedgerKind::kRefund, hold->amount, user.balance, hold->id, hold->job_id,
-                note);
-  return *hold;
+  auto hold = open_hold_locked(hold_id);
+  if (!hold) return std::unexpected(hold.error());
+  if (auto mine = refuse_job_hold_locked(hold_id); !mine) return std::unexpected(mine.error());
+  return resolve_locked(**hold, HoldState::kRefunded, 0, note);
 }
 
 StoreResult<Hold> MemoryStore::find_hold(std::int64_t hold_id) {
@@ -309,6 +333,7 @@ StoreResult<LedgerCheckReport> MemoryStore::check_ledger() {
   report.users_checked = static_cast<std::int64_t>(users_.size());
   report.ledger_rows_checked = static_cast<std::int64_t>(ledger_.size());
   report.holds_checked = static_cast<std::int64_t>(holds_.size());
+  report.jobs_checked = static_cast<std::int64_t>(jobs_.size());
   auto violation = [&](std::string line) { report.violations.push_back(std::move(line)); };
 
   struct HoldRows {
@@ -402,7 +427,221 @@ StoreResult<LedgerCheckReport> MemoryStore::check_ledger() {
                 " ledger rows belong to another user");
     }
   }
+
+  // A job's hold is open exactly while the job runs; the final state decides how it closed.
+  std::vector<const JobRow*> by_seq;
+  for (const auto& [id, row] : jobs_) by_seq.push_back(&row);
+  std::sort(by_seq.begin(), by_seq.end(),
+            [](const JobRow* a, const JobRow* b) { return a->seq < b->seq; });
+  auto n = [](std::int64_t v) { return std::to_string(v); };
+  for (const JobRow* row : by_seq) {
+    const jobs::Job& job = row->job;
+    std::string who = "job " + job.id + " (" + std::string(jobs::to_string(job.status)) + ")";
+    if (job.status != jobs::JobStatus::kSucceeded && job.charged != 0) {
+      violation(who + ": charged " + n(job.charged) + " without succeeding");
+    }
+    if (!job.hold_id) {
+      if (job.reserved != 0) violation(who + ": reserved " + n(job.reserved) + " without a hold");
+      if (job.charged != 0) violation(who + ": charged " + n(job.charged) + " without a hold");
+      continue;
+    }
+    std::string hold_name = "hold " + n(*job.hold_id);
+    auto it = holds_.find(*job.hold_id);
+    if (it == holds_.end()) {
+      violation(who + ": " + hold_name + " does not exist");
+      continue;
+    }
+    const Hold& hold = it->second;
+    auto owner = job_of_hold_.find(hold.id);
+    if (owner == job_of_hold_.end() || owner->second != job.id) {
+      violation(who + ": " + hold_name + " is not linked back to the job");
+    }
+    if (hold.user_id != job.user_id) {
+      violation(who + ": " + hold_name + " belongs to user " + n(hold.user_id) + ", not " +
+                n(job.user_id));
+    }
+    if (hold.job_id != job.id) {
+      violation(who + ": " + hold_name + " is tagged with job '" + hold.job_id + "'");
+    }
+    if (hold.amount != job.reserved) {
+      violation(who + ": reserved " + n(job.reserved) + " != " + hold_name + " amount " +
+                n(hold.amount));
+    }
+    HoldState expected = !jobs::is_final(job.status)                 ? HoldState::kOpen
+                         : job.status == jobs::JobStatus::kSucceeded ? HoldState::kSettled
+                                                                     : HoldState::kRefunded;
+    if (hold.state != expected) {
+      violation(who + ": " + hold_name + " is " + std::string(to_string(hold.state)) +
+                ", expected " + std::string(to_string(expected)));
+    } else if (expected == HoldState::kSettled && hold.charged != job.charged) {
+      violation(who + ": charged " + n(job.charged) + " != " + hold_name + " charged " +
+                n(hold.charged));
+    }
+  }
   return report;
+}
+
+// --- jobs ---
+
+StoreResult<jobs::Job> MemoryStore::create_job(const jobs::NewJob& job) {
+  if (job.id.empty()) return err(StoreErrc::kInvalidArgument, "job id must not be empty");
+  if (job.reserve < 0) return err(StoreErrc::kInvalidArgument, "job reserve must not be negative");
+  std::lock_guard lock(mu_);
+  if (user_locked(job.user_id) == nullptr) {
+    return err(StoreErrc::kNotFound, id_text("no user", job.user_id));
+  }
+  if (jobs_.contains(job.id)) return err(StoreErrc::kConflict, "job " + job.id + " already exists");
+  jobs::Job created;
+  if (job.reserve > 0) {
+    auto hold = reserve_locked(job.user_id, job.reserve, job.id);
+    if (!hold) return std::unexpected(hold.error());
+    created.hold_id = hold->id;
+    job_of_hold_.emplace(hold->id, job.id);
+  }
+  created.id = job.id;
+  created.user_id = job.user_id;
+  created.key_id = job.key_id;
+  created.kind = job.kind;
+  created.model = job.model;
+  created.dialect = job.dialect;
+  created.params_json = job.params_json;
+  created.callback_url = job.callback_url;
+  created.reserved = job.reserve;
+  created.created_at_ms = clock_.now_ms();
+  created.updated_at_ms = created.created_at_ms;
+  jobs_.emplace(created.id, JobRow{created, next_job_seq_++});
+  return created;
+}
+
+StoreResult<jobs::Job> MemoryStore::find_job(std::string_view job_id) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+  return it->second.job;
+}
+
+StoreResult<jobs::Job> MemoryStore::transition_job(std::string_view job_id, jobs::JobStatus from,
+                                                   jobs::JobStatus to,
+                                                   const jobs::JobUpdate& update) {
+  if (jobs::is_final(to)) {
+    return err(StoreErrc::kInvalidArgument, "a job reaches a final state only via finish_job");
+  }
+  if (jobs::is_final(from)) {
+    return err(StoreErrc::kInvalidArgument, "a job in a final state never changes");
+  }
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+  jobs::Job& job = it->second.job;
+  if (job.status != from) {
+    return err(StoreErrc::kConflict, "job " + job.id + " is " +
+                                         std::string(jobs::to_string(job.status)) + ", not " +
+                                         std::string(jobs::to_string(from)));
+  }
+  std::int64_t now_ms = clock_.now_ms();
+  job.status = to;
+  if (update.channel) job.channel = *update.channel;
+  if (update.upstream_task_id) job.upstream_task_id = *update.upstream_task_id;
+  if (update.increment_attempts) ++job.attempts;
+  if (update.mark_started && !job.started_at_ms) job.started_at_ms = now_ms;
+  job.updated_at_ms = now_ms;
+  return job;
+}
+
+StoreResult<jobs::Job> MemoryStore::finish_job(std::string_view job_id,
+                                               const jobs::JobFinish& finish) {
+  if (!jobs::is_final(finish.status)) {
+    return err(StoreErrc::kInvalidArgument, "finish_job needs a final status");
+  }
+  if (finish.charge < 0) return err(StoreErrc::kInvalidArgument, "charge must not be negative");
+  const bool succeeded = finish.status == jobs::JobStatus::kSucceeded;
+  const Micros charge = succeeded ? finish.charge : 0;
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+  jobs::Job& job = it->second.job;
+  if (jobs::is_final(job.status)) {
+    return err(StoreErrc::kAlreadyResolved,
+               "job " + job.id + " already " + std::string(jobs::to_string(job.status)));
+  }
+  if (charge > job.reserved) {
+    return err(StoreErrc::kInvalidArgument,
+               "charge above the job's reserve of " + format_credits(job.reserved));
+  }
+  if (job.hold_id) {
+    auto hold = open_hold_locked(*job.hold_id);
+    if (!hold) {
+      if (hold.error().code != StoreErrc::kAlreadyResolved) return std::unexpected(hold.error());
+      return err(StoreErrc::kUnavailable,
+                 "job " + job.id + " is unfinished but its " + hold.error().message);
+    }
+    resolve_locked(**hold, succeeded ? HoldState::kSettled : HoldState::kRefunded, charge,
+                   finish_note(job.id, finish, charge));
+  }
+  std::int64_t now_ms = clock_.now_ms();
+  job.status = finish.status;
+  job.charged = charge;
+  job.result_json = finish.result_json;
+  job.error_code = finish.error_code;
+  job.error_message = finish.error_message;
+  if (finish.channel) job.channel = *finish.channel;
+  job.finished_at_ms = now_ms;
+  job.updated_at_ms = now_ms;
+  return job;
+}
+
+StoreResult<std::vector<jobs::Job>> MemoryStore::list_unfinished_jobs() {
+  std::lock_guard lock(mu_);
+  std::vector<const JobRow*> rows;
+  for (const auto& [id, row] : jobs_) {
+    if (!jobs::is_final(row.job.status)) rows.push_back(&row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const JobRow* a, const JobRow* b) {
+    return std::pair(a->job.created_at_ms, a->seq) < std::pair(b->job.created_at_ms, b->seq);
+  });
+  std::vector<jobs::Job> out;
+  out.reserve(rows.size());
+  for (const JobRow* row : rows) out.push_back(row->job);
+  return out;
+}
+
+StoreResult<std::vector<jobs::Job>> MemoryStore::list_jobs(std::int64_t user_id,
+                                                           std::optional<jobs::JobStatus> status,
+                                                           int limit,
+                                                           std::optional<std::string> after_id) {
+  if (limit < 1 || limit > kMaxJobsPage) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxJobsPage));
+  }
+  std::lock_guard lock(mu_);
+  if (user_locked(user_id) == nullptr) {
+    return err(StoreErrc::kNotFound, id_text("no user", user_id));
+  }
+  // Newest first; a job's position is (created_at_ms, seq), the cursor excludes it and above.
+  using Position = std::pair<std::int64_t, std::int64_t>;
+  std::optional<Position> cursor;
+  if (after_id) {
+    auto it = jobs_.find(*after_id);
+    if (it == jobs_.end() || it->second.job.user_id != user_id) {
+      return err(StoreErrc::kNotFound, "no job " + *after_id + " for this user");
+    }
+    cursor = Position(it->second.job.created_at_ms, it->second.seq);
+  }
+  std::vector<const JobRow*> rows;
+  for (const auto& [id, row] : jobs_) {
+    if (row.job.user_id != user_id) continue;
+    if (status && row.job.status != *status) continue;
+    if (cursor && !(Position(row.job.created_at_ms, row.seq) < *cursor)) continue;
+    rows.push_back(&row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const JobRow* a, const JobRow* b) {
+    return std::pair(a->job.created_at_ms, a->seq) > std::pair(b->job.created_at_ms, b->seq);
+  });
+  if (std::cmp_greater(rows.size(), limit)) rows.resize(static_cast<std::size_t>(limit));
+  std::vector<jobs::Job> out;
+  out.reserve(rows.size());
+  for (const JobRow* row : rows) out.push_back(row->job);
+  return out;
 }
 
 }  // namespace ig::store

@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/clock.h"
+#include "jobs/job.h"
 #include "store/store.h"
 
 namespace ig::store {
@@ -46,6 +48,17 @@ class MemoryStore : public Store {
   StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
   StoreResult<LedgerCheckReport> check_ledger() override;
 
+  StoreResult<jobs::Job> create_job(const jobs::NewJob& job) override;
+  StoreResult<jobs::Job> find_job(std::string_view job_id) override;
+  StoreResult<jobs::Job> transition_job(std::string_view job_id, jobs::JobStatus from,
+                                        jobs::JobStatus to, const jobs::JobUpdate& update) override;
+  StoreResult<jobs::Job> finish_job(std::string_view job_id,
+                                    const jobs::JobFinish& finish) override;
+  StoreResult<std::vector<jobs::Job>> list_unfinished_jobs() override;
+  StoreResult<std::vector<jobs::Job>> list_jobs(std::int64_t user_id,
+                                                std::optional<jobs::JobStatus> status, int limit,
+                                                std::optional<std::string> after_id) override;
+
  private:
   // All helpers below expect mu_ to be held.
   User* user_locked(std::int64_t user_id);
@@ -53,6 +66,15 @@ class MemoryStore : public Store {
   LedgerEntry& append_locked(std::int64_t user_id, LedgerKind kind, Micros amount,
                              Micros balance_after, std::optional<std::int64_t> hold_id,
                              std::string_view job_id, std::string_view note);
+  StoreResult<Hold> reserve_locked(std::int64_t user_id, Micros amount, std::string_view job_id);
+  StoreResult<Hold*> open_hold_locked(std::int64_t hold_id);
+  Hold& resolve_locked(Hold& hold, HoldState to, Micros charge, std::string_view note);
+  StoreResult<void> refuse_job_hold_locked(std::int64_t hold_id) const;
+
+  struct JobRow {
+    jobs::Job job;
+    std::int64_t seq = 0;  // insertion order, like SQLite's rowid: breaks created_at ties
+  };
 
   const Clock& clock_;
   std::mutex mu_;
@@ -62,9 +84,12 @@ class MemoryStore : public Store {
   std::map<std::string, std::int64_t> by_hash_;   // key hash -> id
   std::map<std::int64_t, Hold> holds_;            // by id
   std::vector<LedgerEntry> ledger_;               // append-only, ids 1..n in order
+  std::map<std::string, JobRow, std::less<>> jobs_;  // by id
+  std::map<std::int64_t, std::string> job_of_hold_;  // hold id -> the job it belongs to
   std::int64_t next_user_id_ = 1;
   std::int64_t next_key_id_ = 1;
   std::int64_t next_hold_id_ = 1;
+  std::int64_t next_job_seq_ = 1;
   std::int64_t auth_version_ = 0;
 };
 

@@ -99,6 +99,42 @@ CREATE UNIQUE INDEX ledger_one_reserve_per_hold ON ledger(hold_id) WHERE kind = 
 CREATE UNIQUE INDEX ledger_one_resolution_per_hold ON ledger(hold_id)
   WHERE kind IN ('settle', 'refund');
 )sql"},
+    {3, R"sql(
+CREATE TABLE jobs (
+  id TEXT NOT NULL PRIMARY KEY CHECK (id <> ''),
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  key_id INTEGER NOT NULL DEFAULT 0,
+  kind TEXT NOT NULL,
+  model TEXT NOT NULL,
+  dialect TEXT NOT NULL,
+  params_json TEXT NOT NULL DEFAULT '',
+  callback_url TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT 'queued'
+    CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'expired')),
+  hold_id INTEGER UNIQUE REFERENCES holds(id),
+  reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+  charged INTEGER NOT NULL DEFAULT 0 CHECK (charged >= 0 AND charged <= reserved),
+  channel TEXT NOT NULL DEFAULT '',
+  upstream_task_id TEXT NOT NULL DEFAULT '',
+  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  result_json TEXT NOT NULL DEFAULT '',
+  error_code TEXT NOT NULL DEFAULT '',
+  error_message TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL,
+  started_at_ms INTEGER,
+  finished_at_ms INTEGER,
+  -- A job reserves through exactly one hold of its own, or not at all (a free job).
+  CHECK ((hold_id IS NULL) = (reserved = 0)),
+  CHECK ((status IN ('succeeded', 'failed', 'canceled', 'expired')) = (finished_at_ms IS NOT NULL)),
+  CHECK (status = 'succeeded' OR charged = 0)
+) STRICT;
+
+-- list_jobs: a user's jobs newest first (rowid, implicitly the last column, breaks ties).
+CREATE INDEX jobs_by_user ON jobs(user_id, created_at_ms);
+-- list_unfinished_jobs: the few jobs in flight, oldest first.
+CREATE INDEX jobs_unfinished ON jobs(created_at_ms) WHERE status IN ('queued', 'running');
+)sql"},
 };
 
 #define IG_USER_COLS "id, email, password_hash, is_admin, disabled, created_at, balance, reserved"
@@ -106,6 +142,10 @@ CREATE UNIQUE INDEX ledger_one_resolution_per_hold ON ledger(hold_id)
   "id, user_id, name, prefix, last4, hash, created_at, last_used_at, disabled, deleted"
 #define IG_HOLD_COLS "id, user_id, amount, charged, job_id, state, created_at, resolved_at"
 #define IG_LEDGER_COLS "id, user_id, kind, amount, balance_after, hold_id, job_id, note, created_at"
+#define IG_JOB_COLS                                                                         \
+  "id, user_id, key_id, kind, model, dialect, params_json, callback_url, status, hold_id, " \
+  "reserved, charged, channel, upstream_task_id, attempts, result_json, error_code, "       \
+  "error_message, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms"
 
 std::unexpected<StoreError> err(StoreErrc code, std::string message) {
   return std::unexpected(StoreError{code, std::move(message)});
@@ -152,6 +192,11 @@ HoldState state_from(std::string_view text) {
   if (text == "settled") return HoldState::kSettled;
   if (text == "refunded") return HoldState::kRefunded;
   return HoldState::kOpen;
+}
+
+jobs::JobStatus job_status_from(std::string_view text) {
+  // The schema's CHECK admits only the six spellings job_status_from_string knows.
+  return jobs::job_status_from_string(text).value_or(jobs::JobStatus::kQueued);
 }
 
 // A cached prepared statement borrowed for one use; reset and unbound on destruction.
@@ -253,6 +298,10 @@ class Stmt {
       rc = sqlite3_bind_null(stmt_, index);
     } else if constexpr (std::is_same_v<T, std::optional<std::int64_t>>) {
       rc = value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index);
+    } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+      rc = value ? sqlite3_bind_text64(stmt_, index, value->data(), value->size(), SQLITE_TRANSIENT,
+                                       SQLITE_UTF8)
+                 : sqlite3_bind_null(stmt_, index);
     } else {
       std::string_view text(value);
       rc = sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT,
@@ -564,7 +613,35 @@ LedgerEntry read_entry(Stmt& r) {
   return e;
 }
 
+jobs::Job read_job(Stmt& r) {
+  jobs::Job j;
+  j.id = r.text(0);
+  j.user_id = r.i64(1);
+  j.key_id = r.i64(2);
+  j.kind = r.text(3);
+  j.model = r.text(4);
+  j.dialect = r.text(5);
+  j.params_json = r.text(6);
+  j.callback_url = r.text(7);
+  j.status = job_status_from(r.text(8));
+  j.hold_id = r.opt_i64(9);
+  j.reserved = r.i64(10);
+  j.charged = r.i64(11);
+  j.channel = r.text(12);
+  j.upstream_task_id = r.text(13);
+  j.attempts = static_cast<int>(r.i64(14));
+  j.result_json = r.text(15);
+  j.error_code = r.text(16);
+  j.error_message = r.text(17);
+  j.created_at_ms = r.i64(18);
+  j.updated_at_ms = r.i64(19);
+  j.started_at_ms = r.opt_i64(20);
+  j.finished_at_ms = r.opt_i64(21);
+  return j;
+}
+
 std::int64_t read_i64(Stmt& r) { return r.i64(0); }
+std::string read_text(Stmt& r) { return r.text(0); }
 
 template <class T>
 StoreResult<T> found(StoreResult<std::optional<T>> row, std::string_view what, std::int64_t id) {
@@ -607,9 +684,40 @@ StoreResult<Hold> open_hold(SqliteConnection& c, std::int64_t hold_id) {
   return hold;
 }
 
-// Marks an open hold resolved and returns `returned` micros to its user's balance.
-StoreResult<Micros> close_hold(SqliteConnection& c, const Hold& hold, Micros returned,
-                               std::int64_t now) {
+// Moves `amount` (> 0) from the user's balance into a new open hold, with its reserve row.
+StoreResult<Hold> open_new_hold(SqliteConnection& c, std::int64_t user_id, Micros amount,
+                                std::string_view job_id, std::int64_t now) {
+  auto balance = balance_of(c, user_id);
+  if (!balance) return std::unexpected(balance.error());
+  if (*balance < amount) {
+    return err(StoreErrc::kInsufficientCredits, "balance below the amount to reserve");
+  }
+  Micros after = *balance - amount;
+  auto updated = c.prepare("UPDATE users SET balance = ?, reserved = reserved + ? WHERE id = ?")
+                     .bind(after, amount, user_id)
+                     .run();
+  if (!updated) return std::unexpected(updated.error());
+  auto hold = c.prepare(
+                   "INSERT INTO holds(user_id, amount, job_id, created_at) "
+                   "VALUES (?, ?, ?, ?) RETURNING " IG_HOLD_COLS)
+                  .bind(user_id, amount, job_id, now)
+                  .one(read_hold);
+  if (!hold) return std::unexpected(hold.error());
+  if (!*hold) return err(StoreErrc::kUnavailable, "hold insert returned no row");
+  auto row =
+      append_ledger(c, user_id, LedgerKind::kReserve, -amount, after, (*hold)->id, job_id, "", now);
+  if (!row) return std::unexpected(row.error());
+  return std::move(**hold);
+}
+
+// Resolves an open hold: settles it charging `charge` (0 <= charge <= amount, checked by the
+// caller) or refunds it, returns the rest to the balance and writes the one resolution row.
+StoreResult<Hold> resolve_hold(SqliteConnection& c, Hold hold, HoldState to, Micros charge,
+                               std::string_view note, std::int64_t now) {
+  hold.state = to;
+  hold.charged = to == HoldState::kSettled ? charge : 0;
+  hold.resolved_at = now;
+  Micros returned = hold.amount - hold.charged;
   auto closed = c.prepare(
                      "UPDATE holds SET state = ?, charged = ?, resolved_at = ? "
                      "WHERE id = ? AND state = 'open'")
@@ -617,12 +725,47 @@ StoreResult<Micros> close_hold(SqliteConnection& c, const Hold& hold, Micros ret
                     .run();
   if (!closed) return std::unexpected(closed.error());
   if (c.changes() != 1) return err(StoreErrc::kAlreadyResolved, "hold resolved concurrently");
-  auto balance = c.prepare(
-                      "UPDATE users SET reserved = reserved - ?, balance = balance + ? "
-                      "WHERE id = ? RETURNING balance")
-                     .bind(hold.amount, returned, hold.user_id)
-                     .one(read_i64);
-  return found(std::move(balance), "user", hold.user_id);
+  auto balance = found(c.prepare("UPDATE users SET reserved = reserved - ?, balance = balance + ? "
+                                 "WHERE id = ? RETURNING balance")
+                           .bind(hold.amount, returned, hold.user_id)
+                           .one(read_i64),
+                       "user", hold.user_id);
+  if (!balance) return std::unexpected(balance.error());
+  auto row = append_ledger(c, hold.user_id,
+                           to == HoldState::kSettled ? LedgerKind::kSettle : LedgerKind::kRefund,
+                           returned, *balance, hold.id, hold.job_id, note, now);
+  if (!row) return std::unexpected(row.error());
+  return hold;
+}
+
+// A job's hold is resolved by finish_job together with the job, never on its own: otherwise the
+// job would still run (and later settle) on money already returned.
+StoreResult<void> refuse_job_hold(SqliteConnection& c, std::int64_t hold_id) {
+  auto job = c.prepare("SELECT id FROM jobs WHERE hold_id = ?").bind(hold_id).one(read_text);
+  if (!job) return std::unexpected(job.error());
+  if (*job) {
+    return err(StoreErrc::kConflict, "hold " + std::to_string(hold_id) + " belongs to job " +
+                                         **job + ": resolve it with finish_job");
+  }
+  return {};
+}
+
+StoreResult<jobs::Job> load_job(SqliteConnection& c, std::string_view job_id) {
+  auto job = c.prepare("SELECT " IG_JOB_COLS " FROM jobs WHERE id = ?").bind(job_id).one(read_job);
+  if (!job) return std::unexpected(job.error());
+  if (!*job) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+  return std::move(**job);
+}
+
+std::string finish_note(std::string_view job_id, const jobs::JobFinish& finish, Micros charge) {
+  if (!finish.note.empty()) return finish.note;
+  std::string note = "job " + std::string(job_id);
+  if (finish.status == jobs::JobStatus::kSucceeded) {
+    return note + " succeeded: charged " + format_credits(charge);
+  }
+  note = "refund: " + note + " " + std::string(jobs::to_string(finish.status));
+  if (!finish.error_code.empty()) note += ": " + finish.error_code;
+  return note;
 }
 
 }  // namespace
@@ -875,29 +1018,8 @@ StoreResult<Hold> SqliteStore::reserve(std::int64_t user_id, Micros amount,
                                        std::string_view job_id) {
   if (amount <= 0) return err(StoreErrc::kInvalidArgument, "reserve amount must be positive");
   std::int64_t now = clock_.now_s();
-  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
-    auto balance = balance_of(c, user_id);
-    if (!balance) return std::unexpected(balance.error());
-    if (*balance < amount) {
-      return err(StoreErrc::kInsufficientCredits, "balance below the amount to reserve");
-    }
-    Micros after = *balance - amount;
-    auto updated = c.prepare("UPDATE users SET balance = ?, reserved = reserved + ? WHERE id = ?")
-                       .bind(after, amount, user_id)
-                       .run();
-    if (!updated) return std::unexpected(updated.error());
-    auto hold = c.prepare(
-                     "INSERT INTO holds(user_id, amount, job_id, created_at) "
-                     "VALUES (?, ?, ?, ?) RETURNING " IG_HOLD_COLS)
-                    .bind(user_id, amount, job_id, now)
-                    .one(read_hold);
-    if (!hold) return std::unexpected(hold.error());
-    if (!*hold) return err(StoreErrc::kUnavailable, "hold insert returned no row");
-    auto row = append_ledger(c, user_id, LedgerKind::kReserve, -amount, after, (*hold)->id, job_id,
-                             "", now);
-    if (!row) return std::unexpected(row.error());
-    return std::move(**hold);
-  });
+  return write_tx(
+      *pool_, [&](SqliteConnection& c) { return open_new_hold(c, user_id, amount, job_id, now); });
 }
 
 StoreResult<Hold> SqliteStore::settle(std::int64_t hold_id, Micros actual) {
@@ -905,19 +1027,12 @@ StoreResult<Hold> SqliteStore::settle(std::int64_t hold_id, Micros actual) {
   return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
     auto hold = open_hold(c, hold_id);
     if (!hold) return hold;
+    if (auto mine = refuse_job_hold(c, hold_id); !mine) return std::unexpected(mine.error());
     if (actual < 0 || actual > hold->amount) {
       return err(StoreErrc::kInvalidArgument, "settle amount outside 0..held");
     }
-    hold->state = HoldState::kSettled;
-    hold->charged = actual;
-    hold->resolved_at = now;
-    Micros returned = hold->amount - actual;
-    auto balance = close_hold(c, *hold, returned, now);
-    if (!balance) return std::unexpected(balance.error());
-    auto row = append_ledger(c, hold->user_id, LedgerKind::kSettle, returned, *balance, hold->id,
-                             hold->job_id, "charged " + format_credits(actual), now);
-    if (!row) return std::unexpected(row.error());
-    return hold;
+    return resolve_hold(c, std::move(*hold), HoldState::kSettled, actual,
+                        "charged " + format_credits(actual), now);
   });
 }
 
@@ -926,15 +1041,8 @@ StoreResult<Hold> SqliteStore::refund(std::int64_t hold_id, std::string_view not
   return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Hold> {
     auto hold = open_hold(c, hold_id);
     if (!hold) return hold;
-    hold->state = HoldState::kRefunded;
-    hold->charged = 0;
-    hold->resolved_at = now;
-    auto balance = close_hold(c, *hold, hold->amount, now);
-    if (!balance) return std::unexpected(balance.error());
-    auto row = append_ledger(c, hold->user_id, LedgerKind::kRefund, hold->amount, *balance,
-                             hold->id, hold->job_id, note, now);
-    if (!row) return std::unexpected(row.error());
-    return hold;
+    if (auto mine = refuse_job_hold(c, hold_id); !mine) return std::unexpected(mine.error());
+    return resolve_hold(c, std::move(*hold), HoldState::kRefunded, 0, note, now);
   });
 }
 
@@ -978,12 +1086,14 @@ StoreResult<LedgerCheckReport> SqliteStore::check_ledger() {
     auto counts = c.prepare(
                        "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM ledger), "
                        "(SELECT COUNT(*) FROM holds), "
-                       "(SELECT COUNT(*) FROM holds WHERE state = 'open')")
+                       "(SELECT COUNT(*) FROM holds WHERE state = 'open'), "
+                       "(SELECT COUNT(*) FROM jobs)")
                       .one([&](Stmt& r) {
                         report.users_checked = r.i64(0);
                         report.ledger_rows_checked = r.i64(1);
                         report.holds_checked = r.i64(2);
                         report.open_holds = r.i64(3);
+                        report.jobs_checked = r.i64(4);
                         return 0;
                       });
     if (!counts) return std::unexpected(counts.error());
@@ -1070,14 +1180,235 @@ StoreResult<LedgerCheckReport> SqliteStore::check_ledger() {
               }
             });
     if (!holds) return std::unexpected(holds.error());
+
+    // A job's hold is open exactly while the job runs; the final state decides how it closed.
+    auto job_holds =
+        c.prepare(
+             "SELECT j.id, j.status, j.user_id, j.reserved, j.charged, j.hold_id, "
+             "h.id, h.state, h.user_id, h.amount, h.charged, h.job_id "
+             "FROM jobs j LEFT JOIN holds h ON h.id = j.hold_id ORDER BY j.rowid")
+            .each([&](Stmt& r) {
+              jobs::JobStatus status = job_status_from(r.text(1));
+              std::string who = "job " + r.text(0) + " (" + r.text(1) + ")";
+              Micros reserved = r.i64(3), charged = r.i64(4);
+              if (status != jobs::JobStatus::kSucceeded && charged != 0) {
+                violation(who + ": charged " + n(charged) + " without succeeding");
+              }
+              std::optional<std::int64_t> hold_id = r.opt_i64(5);
+              if (!hold_id) {
+                if (reserved != 0) violation(who + ": reserved " + n(reserved) + " without a hold");
+                if (charged != 0) violation(who + ": charged " + n(charged) + " without a hold");
+                return;
+              }
+              std::string hold = "hold " + n(*hold_id);
+              if (!r.opt_i64(6)) {
+                violation(who + ": " + hold + " does not exist");
+                return;
+              }
+              std::string state = r.text(7);
+              HoldState hold_state = state_from(state);
+              if (r.i64(8) != r.i64(2)) {
+                violation(who + ": " + hold + " belongs to user " + n(r.i64(8)) + ", not " +
+                          n(r.i64(2)));
+              }
+              if (r.text(11) != r.text(0)) {
+                violation(who + ": " + hold + " is tagged with job '" + r.text(11) + "'");
+              }
+              if (r.i64(9) != reserved) {
+                violation(who + ": reserved " + n(reserved) + " != " + hold + " amount " +
+                          n(r.i64(9)));
+              }
+              HoldState expected = !jobs::is_final(status)                 ? HoldState::kOpen
+                                   : status == jobs::JobStatus::kSucceeded ? HoldState::kSettled
+                                                                           : HoldState::kRefunded;
+              if (hold_state != expected) {
+                violation(who + ": " + hold + " is " + state + ", expected " +
+                          std::string(to_string(expected)));
+              } else if (expected == HoldState::kSettled && r.i64(10) != charged) {
+                violation(who + ": charged " + n(charged) + " != " + hold + " charged " +
+                          n(r.i64(10)));
+              }
+            });
+    if (!job_holds) return std::unexpected(job_holds.error());
     return report;
   };
   return read_tx(*pool_, body, /*snapshot=*/true);
+}
+
+// --- jobs ---
+
+StoreResult<jobs::Job> SqliteStore::create_job(const jobs::NewJob& job) {
+  if (job.id.empty()) return err(StoreErrc::kInvalidArgument, "job id must not be empty");
+  if (job.reserve < 0) return err(StoreErrc::kInvalidArgument, "job reserve must not be negative");
+  std::int64_t now_ms = clock_.now_ms();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<jobs::Job> {
+    if (auto owner = balance_of(c, job.user_id); !owner) return std::unexpected(owner.error());
+    // Checked first so a duplicate reports kConflict whatever the balance.
+    auto existing = c.prepare("SELECT 1 FROM jobs WHERE id = ?").bind(job.id).one(read_i64);
+    if (!existing) return std::unexpected(existing.error());
+    if (*existing) return err(StoreErrc::kConflict, "job " + job.id + " already exists");
+    std::optional<std::int64_t> hold_id;
+    if (job.reserve > 0) {
+      auto hold = open_new_hold(c, job.user_id, job.reserve, job.id, now_ms / 1000);
+      if (!hold) return std::unexpected(hold.error());
+      hold_id = hold->id;
+    }
+    auto created =
+        c.prepare(
+             "INSERT INTO jobs(id, user_id, key_id, kind, model, dialect, params_json, "
+             "callback_url, hold_id, reserved, created_at_ms, updated_at_ms) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_JOB_COLS)
+            .bind(job.id, job.user_id, job.key_id, job.kind, job.model, job.dialect,
+                  job.params_json, job.callback_url, hold_id, job.reserve, now_ms, now_ms)
+            .one(read_job);
+    if (!created) {
+      if (created.error().code == StoreErrc::kConflict) {
+        return err(StoreErrc::kConflict, "job " + job.id + " already exists");
+      }
+      return std::unexpected(created.error());
+    }
+    if (!*created) return err(StoreErrc::kUnavailable, "job insert returned no row");
+    return std::move(**created);
+  });
+}
+
+StoreResult<jobs::Job> SqliteStore::find_job(std::string_view job_id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) { return load_job(c, job_id); });
+}
+
+StoreResult<jobs::Job> SqliteStore::transition_job(std::string_view job_id, jobs::JobStatus from,
+                                                   jobs::JobStatus to,
+                                                   const jobs::JobUpdate& update) {
+  if (jobs::is_final(to)) {
+    return err(StoreErrc::kInvalidArgument, "a job reaches a final state only via finish_job");
+  }
+  if (jobs::is_final(from)) {
+    return err(StoreErrc::kInvalidArgument, "a job in a final state never changes");
+  }
+  std::int64_t now_ms = clock_.now_ms();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<jobs::Job> {
+    auto moved = c.prepare(
+                      "UPDATE jobs SET status = ?, channel = COALESCE(?, channel), "
+                      "upstream_task_id = COALESCE(?, upstream_task_id), "
+                      "attempts = attempts + ?, "
+                      "started_at_ms = CASE WHEN ? THEN COALESCE(started_at_ms, ?) "
+                      "ELSE started_at_ms END, "
+                      "updated_at_ms = ? WHERE id = ? AND status = ? RETURNING " IG_JOB_COLS)
+                     .bind(jobs::to_string(to), update.channel, update.upstream_task_id,
+                           update.increment_attempts ? 1 : 0, update.mark_started, now_ms, now_ms,
+                           job_id, jobs::to_string(from))
+                     .one(read_job);
+    if (!moved) return std::unexpected(moved.error());
+    if (*moved) return std::move(**moved);
+    auto current = load_job(c, job_id);
+    if (!current) return current;
+    return err(StoreErrc::kConflict, "job " + std::string(job_id) + " is " +
+                                         std::string(jobs::to_string(current->status)) + ", not " +
+                                         std::string(jobs::to_string(from)));
+  });
+}
+
+StoreResult<jobs::Job> SqliteStore::finish_job(std::string_view job_id,
+                                               const jobs::JobFinish& finish) {
+  if (!jobs::is_final(finish.status)) {
+    return err(StoreErrc::kInvalidArgument, "finish_job needs a final status");
+  }
+  if (finish.charge < 0) return err(StoreErrc::kInvalidArgument, "charge must not be negative");
+  const bool succeeded = finish.status == jobs::JobStatus::kSucceeded;
+  const Micros charge = succeeded ? finish.charge : 0;
+  std::int64_t now_ms = clock_.now_ms();
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<jobs::Job> {
+    auto job = load_job(c, job_id);
+    if (!job) return job;
+    if (jobs::is_final(job->status)) {
+      return err(StoreErrc::kAlreadyResolved,
+                 "job " + job->id + " already " + std::string(jobs::to_string(job->status)));
+    }
+    if (charge > job->reserved) {
+      return err(StoreErrc::kInvalidArgument,
+                 "charge above the job's reserve of " + format_credits(job->reserved));
+    }
+    if (job->hold_id) {
+      auto hold = open_hold(c, *job->hold_id);
+      if (!hold) {
+        if (hold.error().code != StoreErrc::kAlreadyResolved) return std::unexpected(hold.error());
+        return err(StoreErrc::kUnavailable,
+                   "job " + job->id + " is unfinished but its " + hold.error().message);
+      }
+      auto resolved =
+          resolve_hold(c, std::move(*hold), succeeded ? HoldState::kSettled : HoldState::kRefunded,
+                       charge, finish_note(job->id, finish, charge), now_ms / 1000);
+      if (!resolved) return std::unexpected(resolved.error());
+    }
+    auto finished =
+        c.prepare(
+             "UPDATE jobs SET status = ?, charged = ?, result_json = ?, "
+             "error_code = ?, error_message = ?, channel = COALESCE(?, channel), "
+             "finished_at_ms = ?, updated_at_ms = ? "
+             "WHERE id = ? AND status IN ('queued', 'running') RETURNING " IG_JOB_COLS)
+            .bind(jobs::to_string(finish.status), charge, finish.result_json, finish.error_code,
+                  finish.error_message, finish.channel, now_ms, now_ms, job->id)
+            .one(read_job);
+    if (!finished) return std::unexpected(finished.error());
+    if (!*finished) return err(StoreErrc::kAlreadyResolved, "job finished concurrently");
+    return std::move(**finished);
+  });
+}
+
+StoreResult<std::vector<jobs::Job>> SqliteStore::list_unfinished_jobs() {
+  return read_tx(*pool_, [](SqliteConnection& c) {
+    return c
+        .prepare("SELECT " IG_JOB_COLS
+                 " FROM jobs WHERE status IN ('queued', 'running') "
+                 "ORDER BY created_at_ms, rowid")
+        .all(read_job);
+  });
+}
+
+StoreResult<std::vector<jobs::Job>> SqliteStore::list_jobs(std::int64_t user_id,
+                                                           std::optional<jobs::JobStatus> status,
+                                                           int limit,
+                                                           std::optional<std::string> after_id) {
+  if (limit < 1 || limit > kMaxJobsPage) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxJobsPage));
+  }
+  std::optional<std::string> status_text;
+  if (status) status_text = std::string(jobs::to_string(*status));
+  return read_tx(
+      *pool_,
+      [&](SqliteConnection& c) -> StoreResult<std::vector<jobs::Job>> {
+        if (auto user = balance_of(c, user_id); !user) return std::unexpected(user.error());
+        if (!after_id) {
+          return c
+              .prepare("SELECT " IG_JOB_COLS
+                       " FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) "
+                       "ORDER BY created_at_ms DESC, rowid DESC LIMIT ?3")
+              .bind(user_id, status_text, limit)
+              .all(read_job);
+        }
+        // The cursor is a position: (created_at_ms, rowid) of the job the last page ended on.
+        auto cursor =
+            c.prepare("SELECT created_at_ms, rowid FROM jobs WHERE id = ? AND user_id = ?")
+                .bind(*after_id, user_id)
+                .one([](Stmt& r) { return std::pair(r.i64(0), r.i64(1)); });
+        if (!cursor) return std::unexpected(cursor.error());
+        if (!*cursor) return err(StoreErrc::kNotFound, "no job " + *after_id + " for this user");
+        return c
+            .prepare("SELECT " IG_JOB_COLS
+                     " FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) "
+                     "AND (created_at_ms, rowid) < (?3, ?4) "
+                     "ORDER BY created_at_ms DESC, rowid DESC LIMIT ?5")
+            .bind(user_id, status_text, (*cursor)->first, (*cursor)->second, limit)
+            .all(read_job);
+      },
+      /*snapshot=*/true);
 }
 
 #undef IG_USER_COLS
 #undef IG_KEY_COLS
 #undef IG_HOLD_COLS
 #undef IG_LEDGER_COLS
+#undef IG_JOB_COLS
 
 }  // namespace ig::store

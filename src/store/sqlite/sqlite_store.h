@@ -13,10 +13,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/clock.h"
+#include "jobs/job.h"
 #include "store/store.h"
 
 namespace ig::store {
@@ -69,6 +71,17 @@ class SqliteStore final : public Store {
   StoreResult<std::vector<Hold>> list_open_holds() override;
   StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
   StoreResult<LedgerCheckReport> check_ledger() override;
+
+  StoreResult<jobs::Job> create_job(const jobs::NewJob& job) override;
+  StoreResult<jobs::Job> find_job(std::string_view job_id) override;
+  StoreResult<jobs::Job> transition_job(std::string_view job_id, jobs::JobStatus from,
+                                        jobs::JobStatus to, const jobs::JobUpdate& update) override;
+  StoreResult<jobs::Job> finish_job(std::string_view job_id,
+                                    const jobs::JobFinish& finish) override;
+  StoreResult<std::vector<jobs::Job>> list_unfinished_jobs() override;
+  StoreResult<std::vector<jobs::Job>> list_jobs(std::int64_t user_id,
+                                                std::optional<jobs::JobStatus> status, int limit,
+                                                std::optional<std::string> after_id) override;
 
  private:
   SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock);

@@ -1,0 +1,583 @@
+// The BlobStore contract: one suite, written only against BlobStore&, run over every backend
+// (a new one, e.g. S3, joins by adding a line to backend_cases()), then LocalBlobStore's own
+// on-disk promises: layout, persistence, crash leftovers, path traversal.
+
+#include "blobs/blob_store.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "blobs/local/local_blob_store.h"
+#include "blobs/memory_blob_store.h"
+#include "core/clock.h"
+#include "core/random.h"
+
+namespace ig::blobs {
+namespace {
+
+namespace fs = std::filesystem;
+
+// --- helpers ---
+
+std::string code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNotFound:
+      return "kNotFound";
+    case ErrorCode::kInvalidRequest:
+      return "kInvalidRequest";
+    case ErrorCode::kInternal:
+      return "kInternal";
+    default:
+      return "code " + std::to_string(static_cast<int>(code));
+  }
+}
+
+// "ok" or the error code's name, so EXPECT_EQ prints something readable.
+template <class T>
+std::string code(const Result<T>& result) {
+  return result ? "ok" : code_name(result.error().code);
+}
+
+template <class T>
+testing::AssertionResult ok(const Result<T>& result) {
+  if (result) return testing::AssertionSuccess();
+  return testing::AssertionFailure()
+         << code_name(result.error().code) << ": " << result.error().message;
+}
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "imagegate-blobs-XXXXXX").string();
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Every path under `dir` with its size (0 for directories), to prove nothing changed.
+std::set<std::string> snapshot(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    std::string line = fs::relative(entry.path(), dir).string();
+    if (entry.is_regular_file()) line += " " + std::to_string(entry.file_size());
+    out.insert(line);
+  }
+  return out;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& path, std::string_view data) {
+  std::ofstream out(path, std::ios::binary);
+  out << data;
+}
+
+bool is_base62(std::string_view s) {
+  return std::ranges::all_of(s, [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+  });
+}
+
+// 256 distinct byte values, NULs included, repeated.
+std::string binary_bytes(std::size_t size) {
+  std::string out(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) out[i] = static_cast<char>((i * 7 + i / 256) & 0xff);
+  return out;
+}
+
+// --- backends ---
+
+// One backend instance under test, owning whatever it needs.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BlobStore& store() = 0;
+  // Where the backend keeps data on this machine, if anywhere (checked for stray changes).
+  virtual fs::path sandbox() const { return {}; }
+  // Files of unfinished puts still lying around.
+  virtual std::size_t leftover_temp_files() const { return 0; }
+};
+
+class MemoryBackend final : public Backend {
+ public:
+  MemoryBackend(Random& random, const Clock& clock) : store_(random, clock) {}
+  BlobStore& store() override { return store_; }
+
+ private:
+  MemoryBlobStore store_;
+};
+
+class LocalBackend final : public Backend {
+ public:
+  LocalBackend(Random& random, const Clock& clock) : store_(dir_.path() / "blobs", random, clock) {
+    write_file(dir_.path() / "sentinel", "keep me");
+  }
+  BlobStore& store() override { return store_; }
+  fs::path sandbox() const override { return dir_.path(); }
+  std::size_t leftover_temp_files() const override {
+    std::error_code ec;
+    auto it = fs::directory_iterator(store_.root() / "tmp", ec);
+    return ec ? 0 : static_cast<std::size_t>(std::distance(it, fs::directory_iterator()));
+  }
+
+ private:
+  TempDir dir_;  // declared first: outlives the store
+  LocalBlobStore store_;
+};
+
+using BackendFactory = std::function<std::unique_ptr<Backend>(Random&, const Clock&)>;
+
+struct BackendCase {
+  std::string name;
+  BackendFactory make;
+};
+
+void PrintTo(const BackendCase& backend, std::ostream* out) { *out << backend.name; }
+
+std::vector<BackendCase> backend_cases() {
+  return {
+      {"memory", [](Random& random,
+                    const Clock& clock) { return std::make_unique<MemoryBackend>(random, clock); }},
+      {"local", [](Random& random,
+                   const Clock& clock) { return std::make_unique<LocalBackend>(random, clock); }},
+  };
+}
+
+// --- the contract suite ---
+
+class BlobStoreContractTest : public testing::TestWithParam<BackendCase> {
+ protected:
+  void SetUp() override { backend_ = GetParam().make(random_, clock_); }
+
+  BlobStore& store() { return backend_->store(); }
+
+  BlobInfo put(std::string_view bytes, std::string_view type = "image/png") {
+    auto info = store().put(bytes, type);
+    EXPECT_TRUE(ok(info));
+    return info.value_or(BlobInfo{});
+  }
+
+  FakeClock clock_;
+  SodiumRandom random_;
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(BlobStoreContractTest, PutThenStatAndReadBack) {
+  const std::string bytes = binary_bytes(10'000);
+  BlobInfo info = put(bytes, "image/webp");
+  EXPECT_EQ(info.id.size(), kBlobIdLength);
+  EXPECT_TRUE(is_base62(info.id)) << info.id;
+  EXPECT_EQ(info.content_type, "image/webp");
+  EXPECT_EQ(info.size, bytes.size());
+  EXPECT_EQ(info.created_at, clock_.now_s());
+
+  auto stat = store().stat(info.id);
+  ASSERT_TRUE(ok(stat));
+  EXPECT_EQ(stat->id, info.id);
+  EXPECT_EQ(stat->content_type, info.content_type);
+  EXPECT_EQ(stat->size, info.size);
+  EXPECT_EQ(stat->etag, info.etag);
+  EXPECT_EQ(stat->created_at, info.created_at);
+
+  auto all = store().read(info.id, 0, bytes.size());
+  ASSERT_TRUE(ok(all));
+  EXPECT_EQ(*all, bytes);
+}
+
+TEST_P(BlobStoreContractTest, ReadsRangesWithTheLengthClampedToTheEnd) {
+  const std::string bytes = "0123456789";
+  BlobInfo info = put(bytes, "text/plain");
+  struct Case {
+    std::uint64_t offset, length;
+    std::string want;
+  };
+  for (const Case& c : std::vector<Case>{{0, 10, "0123456789"},
+                                         {0, 1, "0"},
+                                         {3, 4, "3456"},
+                                         {9, 1, "9"},
+                                         {7, 100, "789"},
+                                         {2, UINT64_MAX, "23456789"},
+                                         {4, 0, ""},
+                                         {10, 5, ""},
+                                         {10, UINT64_MAX, ""}}) {
+    auto got = store().read(info.id, c.offset, c.length);
+    ASSERT_TRUE(ok(got)) << c.offset << "+" << c.length;
+    EXPECT_EQ(*got, c.want) << c.offset << "+" << c.length;
+  }
+  EXPECT_EQ(code(store().read(info.id, 11, 1)), "kInvalidRequest");
+  EXPECT_EQ(code(store().read(info.id, UINT64_MAX, UINT64_MAX)), "kInvalidRequest");
+}
+
+TEST_P(BlobStoreContractTest, StoresEmptyAndLargeBlobs) {
+  BlobInfo empty = put("", "application/octet-stream");
+  EXPECT_EQ(empty.size, 0u);
+  auto empty_read = store().read(empty.id, 0, 100);
+  ASSERT_TRUE(ok(empty_read));
+  EXPECT_EQ(*empty_read, "");
+
+  const std::string big = binary_bytes(3 * 1024 * 1024 + 17);
+  BlobInfo info = put(big, "video/mp4");
+  EXPECT_EQ(info.size, big.size());
+  std::string chunked;  // read the way a streaming response does
+  for (std::uint64_t offset = 0; offset < big.size(); offset += 1 << 20) {
+    auto chunk = store().read(info.id, offset, 1 << 20);
+    ASSERT_TRUE(ok(chunk));
+    chunked += *chunk;
+  }
+  EXPECT_EQ(chunked, big);
+}
+
+TEST_P(BlobStoreContractTest, EtagIsAQuotedStrongValidatorOfTheContent) {
+  BlobInfo a = put("same bytes");
+  BlobInfo b = put("same bytes", "image/jpeg");
+  BlobInfo c = put("other bytes");
+  EXPECT_NE(a.id, b.id);
+  EXPECT_EQ(a.etag, b.etag);
+  EXPECT_NE(a.etag, c.etag);
+  ASSERT_GE(a.etag.size(), 18u);  // at least 64 bits of hash
+  EXPECT_EQ(a.etag.front(), '"');
+  EXPECT_EQ(a.etag.back(), '"');
+  EXPECT_EQ(a.etag.find('"', 1), a.etag.size() - 1);
+  EXPECT_FALSE(a.etag.starts_with("W/"));
+}
+
+TEST_P(BlobStoreContractTest, CreatedAtComesFromTheClock) {
+  BlobInfo first = put("a");
+  clock_.advance_ms(90'000);
+  BlobInfo second = put("b");
+  EXPECT_EQ(second.created_at, first.created_at + 90);
+  auto stat = store().stat(first.id);
+  ASSERT_TRUE(ok(stat));
+  EXPECT_EQ(stat->created_at, first.created_at);
+}
+
+TEST_P(BlobStoreContractTest, IdsAreLongUniqueBase62) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 50; ++i) {
+    BlobInfo info = put("x");
+    EXPECT_GE(info.id.size(), 22u);
+    EXPECT_TRUE(is_valid_blob_id(info.id)) << info.id;
+    ids.insert(info.id);
+  }
+  EXPECT_EQ(ids.size(), 50u);
+}
+
+TEST_P(BlobStoreContractTest, RemoveDeletesOnlyThatBlob) {
+  BlobInfo gone = put("gone");
+  BlobInfo kept = put("kept");
+  ASSERT_TRUE(ok(store().remove(gone.id)));
+  EXPECT_EQ(code(store().stat(gone.id)), "kNotFound");
+  EXPECT_EQ(code(store().read(gone.id, 0, 10)), "kNotFound");
+  EXPECT_EQ(code(store().remove(gone.id)), "kNotFound");
+  auto still = store().read(kept.id, 0, 10);
+  ASSERT_TRUE(ok(still));
+  EXPECT_EQ(*still, "kept");
+}
+
+TEST_P(BlobStoreContractTest, UnknownIdsAreNotFound) {
+  const std::string unknown(kBlobIdLength, 'A');
+  EXPECT_EQ(code(store().stat(unknown)), "kNotFound");
+  EXPECT_EQ(code(store().read(unknown, 0, 1)), "kNotFound");
+  EXPECT_EQ(code(store().remove(unknown)), "kNotFound");
+}
+
+TEST_P(BlobStoreContractTest, InvalidIdsAreRejectedWithoutTouchingAnything) {
+  BlobInfo real = put("real");
+  const fs::path sandbox = backend_->sandbox();
+  const auto before = sandbox.empty() ? std::set<std::string>{} : snapshot(sandbox);
+
+  const std::string nul_id = std::string(11, 'a') + std::string(1, '\0') + std::string(10, 'b');
+  const std::vector<std::string> invalid = {
+      "",
+      "../x",
+      "../sentinel",
+      "../../sentinel",
+      "a/b",
+      std::string(10 * 1024, 'a'),
+      std::string(kMaxBlobIdLength + 1, 'a'),
+      std::string(kBlobIdLength - 1, 'a'),
+      nul_id,
+      real.id + ".meta",
+      real.id + "/",
+      "/" + real.id,
+      real.id.substr(0, 2) + "/" + real.id,
+      "tmp",
+      std::string(kBlobIdLength - 3, 'a') + "/..",
+      std::string(kBlobIdLength, '.'),
+      std::string(kBlobIdLength - 1, 'a') + "\xc3\xa9",
+      std::string(kBlobIdLength - 1, 'a') + "-",
+      std::string(kBlobIdLength - 1, 'a') + "_",
+      std::string(kBlobIdLength - 1, 'a') + "%",
+  };
+  for (const auto& id : invalid) {
+    EXPECT_FALSE(is_valid_blob_id(id)) << id;
+    for (const std::string& got :
+         {code(store().stat(id)), code(store().read(id, 0, 100)), code(store().remove(id))}) {
+      EXPECT_TRUE(got == "kNotFound" || got == "kInvalidRequest") << got << " for " << id;
+    }
+  }
+  if (!sandbox.empty()) {
+    EXPECT_EQ(snapshot(sandbox), before);
+    EXPECT_EQ(read_file(sandbox / "sentinel"), "keep me");
+  }
+  EXPECT_TRUE(ok(store().stat(real.id)));
+}
+
+TEST_P(BlobStoreContractTest, RejectsContentTypesThatCannotBeAHeader) {
+  for (std::string_view bad : {"", "png", "image/png\r\nX-Evil: 1", "image/png\n", " image/png",
+                               "image/\x7f", "image/\xff"}) {
+    EXPECT_EQ(code(store().put("x", bad)), "kInvalidRequest") << bad;
+  }
+  EXPECT_EQ(code(store().put("x", "image/" + std::string(kMaxContentTypeLength, 'x'))),
+            "kInvalidRequest");
+  for (std::string_view good : {"image/png", "image/svg+xml", "text/plain; charset=utf-8"}) {
+    auto info = store().put("x", good);
+    ASSERT_TRUE(ok(info)) << good;
+    EXPECT_EQ(info->content_type, good);
+  }
+  EXPECT_EQ(backend_->leftover_temp_files(), 0u);
+}
+
+TEST_P(BlobStoreContractTest, ConcurrentPutsAndReadsAllLand) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 12;
+  std::mutex mu;
+  std::vector<std::pair<BlobInfo, std::string>> stored;
+  std::vector<std::string> errors;
+  std::latch start(kThreads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < kThreads; ++t) {
+    workers.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string bytes = "thread " + std::to_string(t) + " blob " + std::to_string(i);
+        auto info = store().put(bytes, "text/plain");
+        std::string error;
+        if (!info) {
+          error = info.error().message;
+        } else if (auto back = store().read(info->id, 0, bytes.size()); !back) {
+          error = back.error().message;
+        } else if (*back != bytes) {
+          error = "read back different bytes";
+        }
+        std::lock_guard lock(mu);
+        if (!error.empty()) errors.push_back(error);
+        if (info) stored.emplace_back(*info, bytes);
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  ASSERT_EQ(stored.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  std::set<std::string> ids;
+  for (const auto& [info, bytes] : stored) {
+    ids.insert(info.id);
+    auto stat = store().stat(info.id);
+    ASSERT_TRUE(ok(stat));
+    EXPECT_EQ(stat->size, bytes.size());
+  }
+  EXPECT_EQ(ids.size(), stored.size());
+  EXPECT_EQ(backend_->leftover_temp_files(), 0u);
+}
+
+// A reader racing put() sees either nothing or the whole blob; racing remove(), the whole
+// blob or nothing.
+TEST_P(BlobStoreContractTest, ReadersNeverSeeATornBlob) {
+  const std::string bytes = binary_bytes(256 * 1024);
+  std::atomic<bool> done{false};
+  std::mutex mu;
+  std::vector<std::string> ids, problems;
+  std::thread reader([&] {
+    while (!done) {
+      std::vector<std::string> snapshot_ids;
+      {
+        std::lock_guard lock(mu);
+        snapshot_ids = ids;
+      }
+      for (const auto& id : snapshot_ids) {
+        auto got = store().read(id, 0, UINT64_MAX);
+        if (got ? *got != bytes : got.error().code != ErrorCode::kNotFound) {
+          std::lock_guard lock(mu);
+          problems.push_back(got ? "torn read of " + id : got.error().message);
+        }
+      }
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    auto info = store().put(bytes, "image/png");
+    EXPECT_TRUE(ok(info));  // no ASSERT: the reader must be joined
+    std::lock_guard lock(mu);
+    if (info) ids.push_back(info->id);
+  }
+  for (std::size_t i = 0; i < ids.size(); i += 2) EXPECT_TRUE(ok(store().remove(ids[i])));
+  done = true;
+  reader.join();
+  EXPECT_TRUE(problems.empty()) << problems.front();
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BlobStoreContractTest, testing::ValuesIn(backend_cases()),
+                         [](const testing::TestParamInfo<BackendCase>& info) {
+                           return info.param.name;
+                         });
+
+// --- LocalBlobStore on disk ---
+
+class LocalBlobStoreTest : public testing::Test {
+ protected:
+  fs::path root() const { return dir_.path() / "blobs"; }
+
+  TempDir dir_;
+  FakeClock clock_;
+  SodiumRandom random_;
+};
+
+TEST_F(LocalBlobStoreTest, LaysOutRawBytesAndASidecarUnderATwoCharacterFanOut) {
+  LocalBlobStore store(root(), random_, clock_);
+  auto info = store.put("PNG bytes", "image/png");
+  ASSERT_TRUE(ok(info));
+  const fs::path dir = root() / info->id.substr(0, 2);
+  EXPECT_EQ(read_file(dir / info->id), "PNG bytes");
+  std::string meta = read_file(dir / (info->id + ".meta"));
+  EXPECT_NE(meta.find("content_type=image/png\n"), std::string::npos) << meta;
+  EXPECT_NE(meta.find("etag=" + info->etag + "\n"), std::string::npos) << meta;
+  std::set<std::string> entries;
+  for (const auto& entry : fs::directory_iterator(root())) {
+    entries.insert(entry.path().filename().string());
+  }
+  EXPECT_EQ(entries, (std::set<std::string>{"tmp", info->id.substr(0, 2)}));
+  EXPECT_TRUE(fs::is_empty(root() / "tmp"));
+}
+
+TEST_F(LocalBlobStoreTest, BlobsSurviveReopening) {
+  BlobInfo info;
+  {
+    LocalBlobStore store(root(), random_, clock_);
+    auto put = store.put("persisted", "image/jpeg");
+    ASSERT_TRUE(ok(put));
+    info = *put;
+  }
+  clock_.advance_ms(3'600'000);
+  LocalBlobStore reopened(root(), random_, clock_);
+  auto stat = reopened.stat(info.id);
+  ASSERT_TRUE(ok(stat));
+  EXPECT_EQ(stat->content_type, "image/jpeg");
+  EXPECT_EQ(stat->created_at, info.created_at);
+  EXPECT_EQ(stat->etag, info.etag);
+  auto bytes = reopened.read(info.id, 0, 100);
+  ASSERT_TRUE(ok(bytes));
+  EXPECT_EQ(*bytes, "persisted");
+}
+
+TEST_F(LocalBlobStoreTest, WorksWithoutTouchingDiskUntilTheFirstPut) {
+  LocalBlobStore store(root(), random_, clock_);
+  EXPECT_EQ(code(store.stat(std::string(kBlobIdLength, 'a'))), "kNotFound");
+  EXPECT_EQ(code(store.read(std::string(kBlobIdLength, 'a'), 0, 1)), "kNotFound");
+  auto swept = store.remove_temp_files(std::chrono::seconds(0));
+  ASSERT_TRUE(ok(swept));
+  EXPECT_EQ(*swept, 0u);
+  EXPECT_FALSE(fs::exists(root()));
+}
+
+// What a crash can leave behind (a temp file, a sidecar without data, a half-written file
+// with a non-id name) is never a blob, and remove_temp_files() clears the temp files.
+TEST_F(LocalBlobStoreTest, CrashLeftoversAreNeverVisibleAsBlobs) {
+  LocalBlobStore store(root(), random_, clock_);
+  auto real = store.put("real", "image/png");
+  ASSERT_TRUE(ok(real));
+  const std::string orphan_id(kBlobIdLength, 'Z');
+  const fs::path orphan_dir = root() / orphan_id.substr(0, 2);
+  fs::create_directories(orphan_dir);
+  write_file(orphan_dir / (orphan_id + ".meta"),
+             "imagegate-blob 1\ncontent_type=image/png\nsize=3\netag=\"ab\"\ncreated_at=1\n");
+  write_file(root() / "tmp" / "0123456789abcdef.data", "half");
+  write_file(root() / "tmp" / "0123456789abcdef.meta", "imagegate-blob 1\n");
+
+  EXPECT_EQ(code(store.stat(orphan_id)), "kNotFound");
+  EXPECT_EQ(code(store.read(orphan_id, 0, 3)), "kNotFound");
+  EXPECT_EQ(code(store.stat("0123456789abcdef")), "kNotFound");
+  EXPECT_EQ(code(store.stat("0123456789abcdef.data")), "kNotFound");
+
+  auto young = store.remove_temp_files(std::chrono::hours(1));
+  ASSERT_TRUE(ok(young));
+  EXPECT_EQ(*young, 0u);  // could belong to a put in flight
+  auto swept = store.remove_temp_files(std::chrono::seconds(0));
+  ASSERT_TRUE(ok(swept));
+  EXPECT_EQ(*swept, 2u);
+  EXPECT_TRUE(fs::is_empty(root() / "tmp"));
+  EXPECT_TRUE(ok(store.stat(real->id)));
+}
+
+// A put that fails at the last step (the name is taken by a directory) reports an error and
+// leaves neither temp files nor a sidecar behind.
+TEST_F(LocalBlobStoreTest, AFailedPutLeavesNothingBehind) {
+  SeededRandom twin(42);
+  const std::string next_id = twin.base62(kBlobIdLength);
+  SeededRandom random(42);
+  LocalBlobStore store(root(), random, clock_);
+  const fs::path dir = root() / next_id.substr(0, 2);
+  fs::create_directories(dir / next_id / "blocker");
+
+  auto put = store.put("doomed", "image/png");
+  EXPECT_EQ(code(put), "kInternal");
+  EXPECT_TRUE(fs::is_empty(root() / "tmp"));
+  EXPECT_FALSE(fs::exists(dir / (next_id + ".meta")));
+  EXPECT_EQ(code(store.stat(next_id)), "kNotFound");
+
+  auto next = store.put("fine", "image/png");
+  ASSERT_TRUE(ok(next));
+  EXPECT_NE(next->id, next_id);
+}
+
+TEST_F(LocalBlobStoreTest, CorruptOrMismatchedMetadataIsAnInternalError) {
+  LocalBlobStore store(root(), random_, clock_);
+  auto info = store.put("twelve bytes", "image/png");
+  ASSERT_TRUE(ok(info));
+  const fs::path dir = root() / info->id.substr(0, 2);
+  write_file(dir / info->id, "different size");
+  EXPECT_EQ(code(store.stat(info->id)), "kInternal");
+  write_file(dir / (info->id + ".meta"), "garbage");
+  EXPECT_EQ(code(store.stat(info->id)), "kInternal");
+}
+
+TEST_F(LocalBlobStoreTest, SymlinksInTheStoreAreNotFollowed) {
+  LocalBlobStore store(root(), random_, clock_);
+  auto info = store.put("x", "image/png");
+  ASSERT_TRUE(ok(info));
+  write_file(dir_.path() / "secret", "outside the store");
+  const std::string link_id(kBlobIdLength, 'L');
+  fs::create_directories(root() / "LL");
+  fs::create_symlink(dir_.path() / "secret", root() / "LL" / link_id);
+  EXPECT_EQ(code(store.read(link_id, 0, 100)), "kNotFound");
+  EXPECT_EQ(code(store.remove(link_id)), "kNotFound");
+  EXPECT_EQ(read_file(dir_.path() / "secret"), "outside the store");
+}
+
+}  // namespace
+}  // namespace ig::blobs

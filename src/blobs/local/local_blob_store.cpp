@@ -1,0 +1,336 @@
+#include "blobs/local/local_blob_store.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace ig::blobs {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kMetaFormat = "imagegate-blob 1";
+constexpr std::string_view kMetaSuffix = ".meta";
+constexpr std::size_t kMaxMetaBytes = 4096;
+
+std::string errno_text(int err) { return std::system_category().message(err); }
+
+std::unexpected<Error> internal(std::string_view what, int err) {
+  return fail(ErrorCode::kInternal, "blob store: " + std::string(what) + ": " + errno_text(err));
+}
+
+std::unexpected<Error> not_found() { return fail(ErrorCode::kNotFound, "blob not found"); }
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// Unlinks the files it tracks when it goes out of scope, unless forgotten.
+class Cleanup {
+ public:
+  Cleanup() = default;
+  Cleanup(const Cleanup&) = delete;
+  Cleanup& operator=(const Cleanup&) = delete;
+  ~Cleanup() {
+    for (const auto& path : paths_) ::unlink(path.c_str());
+  }
+  void track(const fs::path& path) { paths_.push_back(path); }
+  void forget(const fs::path& path) { std::erase(paths_, path); }
+
+ private:
+  std::vector<fs::path> paths_;
+};
+
+std::string content_etag(std::string_view bytes) {
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  char hex[2 * 16 + 1];
+  sodium_bin2hex(hex, sizeof hex, digest, 16);
+  return "\"" + std::string(hex) + "\"";
+}
+
+// Creates `path` (which must not exist) with `data`, fsynced.
+Result<void> write_new_file(const fs::path& path, std::string_view data) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640));
+  if (!fd.ok()) return internal("create temp file", errno);
+  while (!data.empty()) {
+    ssize_t n = ::write(fd.get(), data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return internal("write temp file", errno);
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  if (::fsync(fd.get()) != 0) return internal("fsync temp file", errno);
+  if (::close(fd.release()) != 0) return internal("close temp file", errno);
+  return {};
+}
+
+Result<void> fsync_dir(const fs::path& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.ok()) return internal("open directory", errno);
+  if (::fsync(fd.get()) != 0) return internal("fsync directory", errno);
+  return {};
+}
+
+// Opens an existing blob file read-only; absent (or not a plain file) is kNotFound.
+Result<Fd> open_existing(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return not_found();
+    return internal("open blob", errno);
+  }
+  return Result<Fd>(std::in_place, fd);
+}
+
+Result<std::uint64_t> regular_file_size(const Fd& fd) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return internal("stat blob", errno);
+  if (!S_ISREG(st.st_mode)) return not_found();
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+// Reads exactly `length` bytes at `offset`.
+Result<std::string> read_at(const Fd& fd, std::uint64_t offset, std::uint64_t length) {
+  std::string out(length, '\0');
+  std::uint64_t done = 0;
+  while (done < length) {
+    ssize_t n =
+        ::pread(fd.get(), out.data() + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return internal("read blob", errno);
+    }
+    if (n == 0) return fail(ErrorCode::kInternal, "blob store: blob shorter than its size");
+    done += static_cast<std::uint64_t>(n);
+  }
+  return out;
+}
+
+std::string render_meta(const BlobInfo& info) {
+  std::string out(kMetaFormat);
+  out += "\ncontent_type=" + info.content_type;
+  out += "\nsize=" + std::to_string(info.size);
+  out += "\netag=" + info.etag;
+  out += "\ncreated_at=" + std::to_string(info.created_at);
+  out += "\n";
+  return out;
+}
+
+template <class T>
+bool parse_int(std::string_view text, T& out) {
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+// Parses a sidecar; unknown keys are ignored so later versions can add some.
+Result<BlobInfo> parse_meta(std::string_view id, std::string_view text) {
+  auto corrupt = [&] { return fail(ErrorCode::kInternal, "blob store: corrupt metadata"); };
+  BlobInfo info{.id = std::string(id)};
+  bool first = true, has_type = false, has_size = false, has_etag = false, has_created = false;
+  while (!text.empty()) {
+    std::size_t nl = text.find('\n');
+    if (nl == std::string_view::npos) return corrupt();  // every line ends in '\n'
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl + 1);
+    if (first) {
+      if (line != kMetaFormat) return corrupt();
+      first = false;
+      continue;
+    }
+    std::size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return corrupt();
+    std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
+    if (key == "content_type") {
+      if (!is_valid_content_type(value)) return corrupt();
+      info.content_type = value;
+      has_type = true;
+    } else if (key == "size") {
+      if (!parse_int(value, info.size)) return corrupt();
+      has_size = true;
+    } else if (key == "etag") {
+      if (value.size() < 2 || value.front() != '"' || value.back() != '"') return corrupt();
+      info.etag = value;
+      has_etag = true;
+    } else if (key == "created_at") {
+      if (!parse_int(value, info.created_at)) return corrupt();
+      has_created = true;
+    }
+  }
+  if (first || !has_type || !has_size || !has_etag || !has_created) return corrupt();
+  return info;
+}
+
+Result<std::string> read_meta_file(const fs::path& path) {
+  auto fd = open_existing(path);
+  if (!fd) return std::unexpected(fd.error());
+  auto size = regular_file_size(*fd);
+  if (!size) return std::unexpected(size.error());
+  if (*size > kMaxMetaBytes) return fail(ErrorCode::kInternal, "blob store: metadata too large");
+  return read_at(*fd, 0, *size);
+}
+
+}  // namespace
+
+LocalBlobStore::LocalBlobStore(std::filesystem::path root, Random& random, const Clock& clock)
+    : root_(std::move(root)), tmp_dir_(root_ / "tmp"), random_(random), clock_(clock) {}
+
+fs::path LocalBlobStore::fanout_dir(std::string_view id) const { return root_ / id.substr(0, 2); }
+
+Result<void> LocalBlobStore::ensure_dirs(const fs::path& dir) {
+  std::lock_guard lock(mu_);
+  if (durable_dirs_.empty()) {
+    std::error_code ec;
+    fs::create_directories(tmp_dir_, ec);
+    if (ec && !fs::is_directory(tmp_dir_)) {
+      return fail(ErrorCode::kInternal, "blob store: create tmp dir: " + ec.message());
+    }
+    if (auto synced = fsync_dir(root_); !synced) return synced;
+    durable_dirs_.insert("tmp");
+  }
+  std::string name = dir.filename().string();
+  if (durable_dirs_.contains(name)) return {};
+  std::error_code ec;
+  fs::create_directory(dir, ec);
+  if (ec && !fs::is_directory(dir)) {
+    return fail(ErrorCode::kInternal, "blob store: create directory: " + ec.message());
+  }
+  if (auto synced = fsync_dir(root_); !synced) return synced;
+  durable_dirs_.insert(std::move(name));
+  return {};
+}
+
+Result<BlobInfo> LocalBlobStore::put(std::string_view bytes, std::string_view content_type) {
+  if (!is_valid_content_type(content_type)) {
+    return fail(ErrorCode::kInvalidRequest, "invalid content type", "content_type");
+  }
+  BlobInfo info{.content_type = std::string(content_type),
+                .size = bytes.size(),
+                .etag = content_etag(bytes),
+                .created_at = clock_.now_s()};
+  std::string tmp_name;
+  {
+    std::lock_guard lock(mu_);
+    info.id = random_.base62(kBlobIdLength);
+    tmp_name = random_.hex(16);
+  }
+  const fs::path dir = fanout_dir(info.id);
+  if (auto made = ensure_dirs(dir); !made) return std::unexpected(made.error());
+
+  const fs::path data_tmp = tmp_dir_ / (tmp_name + ".data");
+  const fs::path meta_tmp = tmp_dir_ / (tmp_name + ".meta");
+  const fs::path data_final = dir / info.id;
+  const fs::path meta_final = dir / (info.id + std::string(kMetaSuffix));
+  Cleanup cleanup;
+  cleanup.track(data_tmp);
+  if (auto written = write_new_file(data_tmp, bytes); !written) {
+    return std::unexpected(written.error());
+  }
+  cleanup.track(meta_tmp);
+  if (auto written = write_new_file(meta_tmp, render_meta(info)); !written) {
+    return std::unexpected(written.error());
+  }
+  // Sidecar first: the data file's appearance is what publishes the blob.
+  if (::rename(meta_tmp.c_str(), meta_final.c_str()) != 0) return internal("publish", errno);
+  cleanup.forget(meta_tmp);
+  cleanup.track(meta_final);
+  if (::rename(data_tmp.c_str(), data_final.c_str()) != 0) return internal("publish", errno);
+  cleanup.forget(data_tmp);
+  cleanup.track(data_final);
+  if (auto synced = fsync_dir(dir); !synced) return std::unexpected(synced.error());
+  cleanup.forget(data_final);
+  cleanup.forget(meta_final);
+  return info;
+}
+
+Result<BlobInfo> LocalBlobStore::stat(std::string_view id) {
+  if (!is_valid_blob_id(id)) return not_found();
+  const fs::path dir = fanout_dir(id);
+  auto fd = open_existing(dir / id);
+  if (!fd) return std::unexpected(fd.error());
+  auto size = regular_file_size(*fd);
+  if (!size) return std::unexpected(size.error());
+  // A missing sidecar next to an open data file means a remove() is under way.
+  auto text = read_meta_file(dir / (std::string(id) + std::string(kMetaSuffix)));
+  if (!text) return std::unexpected(text.error());
+  auto info = parse_meta(id, *text);
+  if (info && info->size != *size) {
+    return fail(ErrorCode::kInternal, "blob store: blob size differs from its metadata");
+  }
+  return info;
+}
+
+Result<std::string> LocalBlobStore::read(std::string_view id, std::uint64_t offset,
+                                         std::uint64_t length) {
+  if (!is_valid_blob_id(id)) return not_found();
+  auto fd = open_existing(fanout_dir(id) / id);
+  if (!fd) return std::unexpected(fd.error());
+  auto size = regular_file_size(*fd);
+  if (!size) return std::unexpected(size.error());
+  if (offset > *size) {
+    return fail(ErrorCode::kInvalidRequest, "read offset past the end of the blob");
+  }
+  return read_at(*fd, offset, std::min(length, *size - offset));
+}
+
+Result<void> LocalBlobStore::remove(std::string_view id) {
+  if (!is_valid_blob_id(id)) return not_found();
+  const fs::path dir = fanout_dir(id);
+  const fs::path data = dir / id;
+  struct stat st {};
+  if (::lstat(data.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return not_found();
+    return internal("stat blob", errno);
+  }
+  if (!S_ISREG(st.st_mode)) return not_found();
+  if (::unlink(data.c_str()) != 0) {
+    if (errno == ENOENT) return not_found();
+    return internal("remove blob", errno);
+  }
+  // The blob is gone; a sidecar that fails to go is an invisible orphan.
+  ::unlink((dir / (std::string(id) + std::string(kMetaSuffix))).c_str());
+  return {};
+}
+
+Result<std::size_t> LocalBlobStore::remove_temp_files(std::chrono::seconds min_age) {
+  std::error_code ec;
+  fs::directory_iterator it(tmp_dir_, ec);
+  if (ec == std::errc::no_such_file_or_directory) return 0;
+  if (ec) return fail(ErrorCode::kInternal, "blob store: list tmp dir: " + ec.message());
+  const auto cutoff = fs::file_time_type::clock::now() - min_age;
+  std::size_t removed = 0;
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    std::error_code entry_ec;
+    auto mtime = fs::last_write_time(it->path(), entry_ec);
+    if (entry_ec || mtime > cutoff) continue;
+    if (fs::remove(it->path(), entry_ec)) ++removed;
+  }
+  if (ec) return fail(ErrorCode::kInternal, "blob store: list tmp dir: " + ec.message());
+  return removed;
+}
+
+}  // namespace ig::blobs
