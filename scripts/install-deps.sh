@@ -12,6 +12,7 @@ build_pkgs=(
 )
 test_pkgs=(python3 python3-pytest python3-requests sqlite3)
 bench_pkgs=(wrk nginx-light python3)
+fuzz_pkgs=(clang-16 libclang-rt-16-dev)
 
 want=("${build_pkgs[@]}")
 for group in "$@"; do
@@ -19,8 +20,17 @@ for group in "$@"; do
     build) ;;
     test) want+=("${test_pkgs[@]}") ;;
     bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    *) echo "install-deps: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
+    fuzz) want+=("${fuzz_pkgs[@]}") ;;
+    *) echo "install-deps: unknown group '$group' (build, test, bench, fuzz)" >&2; exit 2 ;;
   esac
+done
+
+# The Node test (the official openai npm client) needs node and npm; a machine may already have
+# them from another source than Debian, so look for the commands, not the packages.
+for group in "$@"; do
+  if [ "$group" = test ] && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
+    want+=(nodejs npm)
+  fi
 done
 
 missing=()

@@ -12,46 +12,12 @@
 
 #include "core/error.h"
 #include "http/multipart.h"
+#include "jobs/image_request.h"
 
 namespace ig::api {
 
-// A reference image (or mask) as the client gave it, before any fetch or decode.
-struct ImageSource {
-  enum class Kind { kUrl, kDataUrl, kBase64, kUpload };
-  Kind kind = Kind::kUrl;
-  std::string value;  // URL, data: URL or base64 text; for uploads the bytes
-  std::string filename;
-  std::string content_type;
-  std::string field;  // request field it came from, for error.param
-};
-
-struct ImageRequest {
-  bool edit_endpoint = false;
-  bool input_object = false;  // seed 003 task form
-  std::string model;
-  std::string prompt;
-  int n = 1;
-  std::optional<std::string> size;
-  std::optional<std::string> quality;
-  std::optional<std::string> resolution;
-  std::optional<std::string> aspect_ratio;
-  std::string background = "auto";
-  std::string moderation;
-  std::string output_format = "png";
-  bool output_format_set = false;
-  std::optional<int> output_compression;
-  std::optional<std::string> response_format;  // "b64_json" | "url"; absent = deployment default
-  bool stream = false;
-  int partial_images = 0;
-  std::string user;
-  std::optional<std::string> callback_url;
-  std::optional<bool> nsfw_checker;
-  std::vector<ImageSource> images;
-  std::optional<ImageSource> mask;
-
-  // A reference image turns any request into an edit.
-  bool is_edit() const { return edit_endpoint || !images.empty(); }
-};
+using jobs::ImageSource;
+using jobs::ImageRequest;
 
 inline constexpr std::size_t kMaxPromptChars = 32'000;
 inline constexpr std::size_t kMaxReferenceImages = 16;

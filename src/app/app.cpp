@@ -25,6 +25,17 @@
 #include "http/blocking_pool.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "api/images_api.h"
+#include "blobs/local/local_blob_store.h"
+#include "blobs/signed_url.h"
+#include "jobs/catalog.h"
+#include "jobs/image_pipeline.h"
+#include "jobs/reference_loader.h"
+#include "media/local_renderer.h"
+#include "net/curl_http_client.h"
+#include "providers/local/local_provider.h"
+#include "providers/openai/openai_provider.h"
+#include "providers/provider_registry.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace ig::app {
@@ -58,8 +69,9 @@ void raise_fd_limit() {
   }
 }
 
-// Holds are only opened by in-flight requests of this process, so any hold still open at
-// startup belongs to a request that died with the previous process: refund it, never keep it.
+// Holds without a job are only opened by in-flight requests of this process, so any still open
+// at startup belongs to a request that died with the previous process: refund it, never keep
+// it. (Holds of jobs are resolved through their jobs; the store refuses them here.)
 void release_orphaned_holds(store::Store& store, spdlog::logger& log) {
   auto holds = store.list_open_holds();
   if (!holds) {
@@ -156,7 +168,22 @@ int serve(const Settings& settings) {
     std::cerr << "imagegate: error: " << store.error().message << std::endl;
     return 1;
   }
-  release_orphaned_holds(**store, *log);
+  if (auto ok = media::init_media(); !ok) {
+    std::cerr << "imagegate: error: " << ok.error().message << std::endl;
+    return 1;
+  }
+  if (auto ok = net::init_curl(); !ok) {
+    std::cerr << "imagegate: error: " << ok.error().message << std::endl;
+    return 1;
+  }
+  blobs::LocalBlobStore blob_store(settings.data_dir + "/blobs", random, clock);
+  (void)blob_store.remove_temp_files(std::chrono::seconds(60));
+  auto signing_key = blobs::load_or_create_secret(settings.data_dir + "/url_signing.key", random);
+  if (!signing_key) {
+    std::cerr << "imagegate: error: " << signing_key.error().message << std::endl;
+    return 1;
+  }
+  blobs::UrlSigner signer(std::move(*signing_key), clock);
 
   const int io_threads = settings.io_threads > 0
                              ? settings.io_threads
@@ -166,9 +193,59 @@ int serve(const Settings& settings) {
   accounts::Authenticator auth(**store, pool, clock, settings.auth);
   auth.poll_revocations();
 
+  // Upstream channels are operator-configured (trusted); reference-image URLs come from
+  // clients (strict address policy), so they get a client of their own.
+  net::CurlHttpClient upstream_client(ioc, net::CurlClientSettings{});
+  net::CurlClientSettings strict;
+  if (settings.images.allow_private_reference_urls) {
+    strict.address_policy = net::AddressPolicy{true, true, true};
+  }
+  net::CurlHttpClient reference_client(ioc, strict);
+
+  providers::ProviderRegistry registry;
+  for (const auto& p : settings.providers) {
+    if (p.type == "local") {
+      registry.add(std::make_unique<providers::LocalProvider>(
+          pool, random,
+          providers::LocalProviderSettings{p.name, p.latency_ms, p.failure_percent,
+                                           p.failures_retryable}));
+    } else if (p.type == "openai") {
+      providers::OpenAiChannelSettings channel;
+      channel.name = p.name;
+      channel.base_url = p.base_url;
+      channel.api_key = p.api_key;
+      channel.timeout_ms = p.timeout_ms;
+      channel.connect_timeout_ms = p.connect_timeout_ms;
+      channel.proxy = p.proxy;
+      channel.extra_headers = p.headers;
+      for (const auto& [from, to] : p.model_map) channel.model_map[from] = to;
+      if (p.allow_private_network) channel.address_policy = net::AddressPolicy{true, true, true};
+      registry.add(std::make_unique<providers::OpenAiProvider>(upstream_client, channel));
+    }
+  }
+  jobs::Catalog catalog(settings.models);
+
+  jobs::ReferenceLoaderSettings loader_settings;
+  loader_settings.max_image_bytes = settings.images.reference_max_bytes;
+  loader_settings.connect_timeout_ms = settings.images.reference_connect_timeout_ms;
+  loader_settings.total_timeout_ms = settings.images.reference_timeout_ms;
+  loader_settings.max_redirects = settings.images.reference_max_redirects;
+  loader_settings.address_policy = strict.address_policy;
+  jobs::ReferenceLoader references(reference_client, loader_settings);
+  jobs::ImagePipeline pipeline(**store, pool, blob_store, catalog, registry, references, random,
+                               clock);
+  if (auto failed = pipeline.fail_interrupted_jobs(); failed && *failed > 0) {
+    log->warn("failed and refunded {} job(s) interrupted by the previous shutdown", *failed);
+  }
+  release_orphaned_holds(**store, *log);
+
+  std::string public_base_url;  // known once the port is bound
   http::Router router;
   api::AccountApi account_api(**store, pool, auth, settings.account);
   account_api.register_routes(router);
+  api::ImagesApi images_api(**store, pool, auth, pipeline, blob_store, signer, clock,
+                            public_base_url, settings.images.api);
+  images_api.register_routes(router);
 
   auto access_pool = std::make_shared<spdlog::details::thread_pool>(8192, 1);
   auto access_log = std::make_shared<spdlog::async_logger>(
@@ -197,6 +274,7 @@ int serve(const Settings& settings) {
     return 1;
   }
   const std::string base_url = base_url_for(settings, *port);
+  public_base_url = base_url;
   if (auto boot = bootstrap(settings, **store, random, base_url); !boot) {
     std::cerr << "imagegate: error: " << boot.error().message << std::endl;
     return 1;
@@ -212,6 +290,8 @@ int serve(const Settings& settings) {
   for (int i = 1; i < io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
   for (auto& t : threads) t.join();
+  upstream_client.shutdown();
+  reference_client.shutdown();
   pool.stop();
   auth.flush_last_used();
   access_log->flush();

@@ -6,11 +6,16 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "billing/price_config.h"
+
 namespace ig::app {
 namespace {
 
-std::vector<api::ModelInfo> default_models() {
-  return {{"gpt-image-2", "imagegate", 1'745'000'000}};
+ProviderSettings default_local_provider() {
+  ProviderSettings p;
+  p.name = "local";
+  p.type = "local";
+  return p;
 }
 
 // Reads typed values by dotted path and remembers which keys were consumed, so whatever is
@@ -79,11 +84,60 @@ class TomlReader {
     out = *parsed;
   }
 
+  void read_strings(const toml::table& table, const std::string& prefix, std::string_view key,
+                    std::vector<std::string>& out) {
+    const std::string path = prefix + "." + std::string(key);
+    seen_.insert(path);
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return;
+    const auto* arr = node->as_array();
+    if (arr == nullptr) {
+      type_error(path, "an array of strings", *node);
+      return;
+    }
+    out.clear();
+    for (const auto& item : *arr) {
+      if (!item.is_string()) {
+        type_error(path + "[]", "a string", item);
+        return;
+      }
+      out.push_back(*item.value<std::string>());
+    }
+  }
+
+  void read_string_table(const toml::table& table, const std::string& prefix,
+                         std::string_view key,
+                         std::vector<std::pair<std::string, std::string>>& out) {
+    const std::string path = prefix + "." + std::string(key);
+    seen_.insert(path);
+    skip_.insert(path);
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return;
+    const auto* t = node->as_table();
+    if (t == nullptr) {
+      type_error(path, "a table of strings", *node);
+      return;
+    }
+    for (const auto& [k, v] : *t) {
+      if (!v.is_string()) {
+        type_error(path + "." + std::string(k.str()), "a string", v);
+        continue;
+      }
+      out.emplace_back(std::string(k.str()), *v.value<std::string>());
+    }
+  }
+
   void mark(const std::string& path) { seen_.insert(path); }
+  // A sub-table checked by its own parser: its keys are not reported as unknown here.
+  void mark_subtree(const std::string& path) {
+    seen_.insert(path);
+    skip_.insert(path);
+  }
 
   void collect_unknown(const toml::table& table, const std::string& prefix) {
     for (const auto& [k, node] : table) {
       const std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+      if (skip_.contains(path)) continue;
       if (const auto* sub = node.as_table()) {
         if (!seen_.contains(path)) {
           errors_.push_back("unknown section [" + path + "]");
@@ -115,6 +169,7 @@ class TomlReader {
 
   const toml::table& root_;
   std::set<std::string> seen_;
+  std::set<std::string> skip_;
   std::vector<std::string> errors_;
 };
 
@@ -168,7 +223,45 @@ Result<void> validate(const Settings& s) {
       !s.public_base_url.starts_with("https://")) {
     return fail(ErrorCode::kInvalidRequest, "public_base_url must start with http:// or https://");
   }
-  if (s.account.models.empty()) return fail(ErrorCode::kInvalidRequest, "models: at least one model is required");
+  if (s.models.empty()) return fail(ErrorCode::kInvalidRequest, "models: at least one model is required");
+  std::set<std::string> provider_names;
+  for (const auto& p : s.providers) {
+    if (p.name.empty()) return fail(ErrorCode::kInvalidRequest, "providers: every provider needs a name");
+    if (!provider_names.insert(p.name).second) {
+      return fail(ErrorCode::kInvalidRequest, "providers: duplicate name '" + p.name + "'");
+    }
+    if (p.type != "local" && p.type != "openai") {
+      return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': unknown type '" + p.type + "' (local, openai)");
+    }
+    if (p.type == "openai" && !p.base_url.starts_with("http://") && !p.base_url.starts_with("https://")) {
+      return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': base_url must start with http:// or https://");
+    }
+    if (p.failure_percent < 0 || p.failure_percent > 100) {
+      return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': failure_percent must be 0-100");
+    }
+  }
+  std::set<std::string> model_names;
+  for (const auto& m : s.models) {
+    if (!model_names.insert(m.id).second) return fail(ErrorCode::kInvalidRequest, "models: duplicate id '" + m.id + "'");
+    for (const auto& a : m.aliases) {
+      if (!model_names.insert(a).second) return fail(ErrorCode::kInvalidRequest, "models: alias '" + a + "' is used twice");
+    }
+    if (m.channels.empty()) return fail(ErrorCode::kInvalidRequest, "models '" + m.id + "': channels must name at least one provider");
+    for (const auto& c : m.channels) {
+      if (!provider_names.contains(c)) {
+        return fail(ErrorCode::kInvalidRequest, "models '" + m.id + "': channel '" + c + "' is not a configured provider");
+      }
+    }
+    if (auto ok = jobs::validate_capabilities(m.capabilities); !ok) {
+      return fail(ErrorCode::kInvalidRequest, "models '" + m.id + "'.capabilities: " + ok.error().message);
+    }
+  }
+  const auto& style = s.images.api.url_style;
+  if (style != "job" && style != "signed") return fail(ErrorCode::kInvalidRequest, "images.url_style must be job or signed");
+  const auto& rf = s.images.api.default_response_format;
+  if (rf != "b64_json" && rf != "url" && rf != "both") {
+    return fail(ErrorCode::kInvalidRequest, "images.default_response_format must be b64_json, url or both");
+  }
   return {};
 }
 
@@ -187,7 +280,8 @@ std::optional<std::string> real_env(const char* name) {
 Result<Settings> parse_settings(std::string_view toml_text, std::string_view source_name,
                                 EnvLookup env) {
   Settings s;
-  s.account.models = default_models();
+  s.models = {jobs::default_model_entry()};
+  s.providers = {default_local_provider()};
   toml::table root;
   try {
     root = toml::parse(toml_text, source_name);
@@ -237,22 +331,99 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(boot, "bootstrap", "admin_email", s.bootstrap.admin_email);
   r.read_money(boot, "bootstrap", "free_credits", s.bootstrap.free_credits);
 
+  const auto& images = section(root, "images", r, errors);
+  r.read(images, "images", "default_response_format", s.images.api.default_response_format);
+  r.read(images, "images", "url_style", s.images.api.url_style);
+  r.read(images, "images", "signed_url_ttl_s", s.images.api.signed_url_ttl_s, std::pair<std::int64_t, std::int64_t>{1, 365LL * 86400});
+  r.read_strings(images, "images", "trusted_proxies", s.images.api.trusted_proxies);
+  r.read(images, "images", "reference_max_bytes", s.images.reference_max_bytes, std::pair<std::int64_t, std::int64_t>{1024, 1LL << 30});
+  r.read(images, "images", "reference_connect_timeout_ms", s.images.reference_connect_timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
+  r.read(images, "images", "reference_timeout_ms", s.images.reference_timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
+  r.read(images, "images", "reference_max_redirects", s.images.reference_max_redirects, std::pair<std::int64_t, std::int64_t>{0, 10});
+  r.read(images, "images", "allow_private_reference_urls", s.images.allow_private_reference_urls);
+
+  r.mark("providers");
+  if (const toml::node* node = root.get("providers")) {
+    const auto* arr = node->as_array();
+    if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
+      errors.push_back("providers: expected an array of tables [[providers]]");
+    } else {
+      s.providers.clear();
+      for (std::size_t i = 0; i < arr->size(); ++i) {
+        const auto& t = *arr->get(i)->as_table();
+        const std::string prefix = "providers[" + std::to_string(i) + "]";
+        ProviderSettings p;
+        r.read(t, prefix, "name", p.name);
+        r.read(t, prefix, "type", p.type);
+        r.read(t, prefix, "latency_ms", p.latency_ms, std::pair<std::int64_t, std::int64_t>{0, 3'600'000});
+        r.read(t, prefix, "failure_percent", p.failure_percent, std::pair<std::int64_t, std::int64_t>{0, 100});
+        r.read(t, prefix, "failures_retryable", p.failures_retryable);
+        r.read(t, prefix, "base_url", p.base_url);
+        r.read(t, prefix, "api_key", p.api_key);
+        r.read(t, prefix, "timeout_ms", p.timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 3'600'000});
+        r.read(t, prefix, "connect_timeout_ms", p.connect_timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
+        r.read(t, prefix, "proxy", p.proxy);
+        r.read(t, prefix, "allow_private_network", p.allow_private_network);
+        r.read_string_table(t, prefix, "headers", p.headers);
+        r.read_string_table(t, prefix, "model_map", p.model_map);
+        if (p.name.empty()) errors.push_back(prefix + ".name: required");
+        if (p.type.empty()) errors.push_back(prefix + ".type: required");
+        s.providers.push_back(std::move(p));
+      }
+    }
+  }
+
   r.mark("models");
   if (const toml::node* node = root.get("models")) {
     const auto* arr = node->as_array();
     if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
       errors.push_back("models: expected an array of tables [[models]]");
     } else {
-      s.account.models.clear();
+      s.models.clear();
       for (std::size_t i = 0; i < arr->size(); ++i) {
         const auto& t = *arr->get(i)->as_table();
         const std::string prefix = "models[" + std::to_string(i) + "]";
-        api::ModelInfo m;
+        jobs::ModelEntry m = jobs::default_model_entry();
+        m.id.clear();
+        m.aliases.clear();
         r.read(t, prefix, "id", m.id);
         r.read(t, prefix, "owned_by", m.owned_by);
         r.read(t, prefix, "created", m.created, std::pair<std::int64_t, std::int64_t>{0, INT64_MAX});
+        r.read_strings(t, prefix, "aliases", m.aliases);
+        r.read_strings(t, prefix, "channels", m.channels);
         if (m.id.empty()) errors.push_back(prefix + ".id: required");
-        s.account.models.push_back(std::move(m));
+        const std::string caps_prefix = prefix + ".capabilities";
+        r.mark(caps_prefix);
+        if (const toml::node* cn = t.get("capabilities")) {
+          if (const auto* ct = cn->as_table()) {
+            auto& c = m.capabilities;
+            r.read_strings(*ct, caps_prefix, "allowed_sizes", c.allowed_sizes);
+            r.read_strings(*ct, caps_prefix, "ratios_at_4k", c.ratios_at_4k);
+            r.read(*ct, caps_prefix, "max_n", c.max_n, std::pair<std::int64_t, std::int64_t>{1, 10});
+            r.read(*ct, caps_prefix, "max_reference_images", c.max_reference_images, std::pair<std::int64_t, std::int64_t>{0, 16});
+            r.read(*ct, caps_prefix, "max_prompt_chars", c.max_prompt_chars, std::pair<std::int64_t, std::int64_t>{1, 32'000});
+            r.read_strings(*ct, caps_prefix, "qualities", c.qualities);
+            r.read_strings(*ct, caps_prefix, "output_formats", c.output_formats);
+            r.read(*ct, caps_prefix, "default_size", c.default_size);
+          } else {
+            errors.push_back(caps_prefix + ": expected a table");
+          }
+        }
+        const std::string price_prefix = prefix + ".price";
+        r.mark_subtree(price_prefix);
+        if (const toml::node* pn = t.get("price")) {
+          if (const auto* pt = pn->as_table()) {
+            auto rule = billing::parse_price_rule(*pt);
+            if (rule) {
+              m.price = std::move(*rule);
+            } else {
+              errors.push_back(price_prefix + "." + rule.error().message);
+            }
+          } else {
+            errors.push_back(price_prefix + ": expected a table");
+          }
+        }
+        s.models.push_back(std::move(m));
       }
     }
   }
@@ -265,6 +436,11 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   }
   if (auto ok = apply_env(s, env); !ok) return std::unexpected(ok.error());
   if (auto ok = validate(s); !ok) return std::unexpected(ok.error());
+  s.account.models.clear();
+  for (const auto& m : s.models) {
+    s.account.models.push_back({m.id, m.owned_by, m.created});
+    for (const auto& alias : m.aliases) s.account.models.push_back({alias, m.owned_by, m.created});
+  }
   return s;
 }
 

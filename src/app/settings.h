@@ -8,6 +8,8 @@
 
 #include "accounts/authenticator.h"
 #include "api/account_api.h"
+#include "api/images_api.h"
+#include "jobs/catalog.h"
 #include "billing/money.h"
 #include "core/error.h"
 #include "http/server.h"
@@ -27,6 +29,35 @@ struct BootstrapSettings {
   Micros free_credits = credits(100);
 };
 
+// One upstream channel. `type` selects the adapter; the other keys belong to that adapter.
+struct ProviderSettings {
+  std::string name;
+  std::string type;  // "local" | "openai"
+  // local
+  int latency_ms = 0;
+  int failure_percent = 0;
+  bool failures_retryable = true;
+  // openai (and every OpenAI-compatible reseller)
+  std::string base_url;
+  std::string api_key;
+  int timeout_ms = 300'000;
+  int connect_timeout_ms = 10'000;
+  std::string proxy;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> model_map;
+  bool allow_private_network = true;  // operator-configured: a local reseller is fine
+};
+
+struct ImagesSettings {
+  api::ImagesApiSettings api;
+  std::size_t reference_max_bytes = 20 << 20;
+  int reference_connect_timeout_ms = 5'000;
+  int reference_timeout_ms = 30'000;
+  int reference_max_redirects = 3;
+  // Let reference-image URLs reach loopback/private/link-local addresses (tests only).
+  bool allow_private_reference_urls = false;
+};
+
 struct Settings {
   std::string data_dir = "./data";
   std::string public_base_url;  // empty: http://<host>:<port>
@@ -37,7 +68,10 @@ struct Settings {
   StoreSettings store;
   accounts::AuthSettings auth;
   BootstrapSettings bootstrap;
-  api::AccountApiSettings account;
+  api::AccountApiSettings account;  // derived from `models`
+  std::vector<jobs::ModelEntry> models;
+  std::vector<ProviderSettings> providers;
+  ImagesSettings images;
 
   std::string store_path() const;
 };

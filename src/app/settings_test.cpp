@@ -26,8 +26,15 @@ TEST(SettingsTest, DefaultsServeWithoutAFile) {
   EXPECT_EQ(s->data_dir, "./data");
   EXPECT_EQ(s->store_path(), "./data/imagegate.db");
   EXPECT_EQ(s->bootstrap.free_credits, credits(100));
-  ASSERT_EQ(s->account.models.size(), 1u);
+  ASSERT_EQ(s->models.size(), 1u);
+  EXPECT_EQ(s->models[0].id, "gpt-image-2");
+  EXPECT_EQ(s->models[0].channels, std::vector<std::string>{"local"});
+  ASSERT_EQ(s->providers.size(), 1u);
+  EXPECT_EQ(s->providers[0].type, "local");
+  // /v1/models lists the id and its aliases.
+  ASSERT_EQ(s->account.models.size(), 4u);
   EXPECT_EQ(s->account.models[0].id, "gpt-image-2");
+  EXPECT_EQ(s->account.models[1].id, "gpt-image-2-all");
 }
 
 TEST(SettingsTest, ReadsEveryDocumentedKeyFromTheExampleFile) {
@@ -40,6 +47,10 @@ TEST(SettingsTest, ReadsEveryDocumentedKeyFromTheExampleFile) {
   EXPECT_EQ(s->auth.revocation_poll_ms, d->auth.revocation_poll_ms);
   EXPECT_EQ(s->bootstrap.free_credits, d->bootstrap.free_credits);
   EXPECT_EQ(s->account.models.size(), d->account.models.size());
+  EXPECT_EQ(s->models[0].aliases, d->models[0].aliases);
+  EXPECT_EQ(s->models[0].capabilities.ratios_at_4k, d->models[0].capabilities.ratios_at_4k);
+  EXPECT_EQ(s->images.api.default_response_format, d->images.api.default_response_format);
+  EXPECT_EQ(s->providers.size(), d->providers.size());
 }
 
 TEST(SettingsTest, ParsesValues) {
@@ -93,6 +104,11 @@ TEST(SettingsTest, NamesUnknownAndIllTypedKeys) {
            Case{"[[models]]\nname = \"x\"\n", "models[0].id: required"},
            Case{"log_level = \"loud\"\n", "log_level: unknown level"},
            Case{"[store]\nbackend = \"postgres\"\n", "store.backend"},
+           Case{"[[models]]\nid = \"x\"\nchannels = [\"nope\"]\n", "channel 'nope' is not a configured provider"},
+           Case{"[[models]]\nid = \"x\"\n[models.price]\nkind = \"flat\"\nper_image = \"abc\"\n", "models[0].price"},
+           Case{"[[models]]\nid = \"x\"\n[models.capabilities]\nmax_n = 11\n", "models[0].capabilities.max_n"},
+           Case{"[[providers]]\nname = \"p\"\ntype = \"warp\"\n", "unknown type 'warp'"},
+           Case{"[images]\nurl_style = \"x\"\n", "images.url_style"},
            Case{"[server\n", "t.toml:"},
        }) {
     auto s = parse_settings(c.toml, "t.toml", no_env);

@@ -560,6 +560,8 @@ VImage pixelate(const VImage& img, int block) {
 // configuration for the life of the process and never frees it, so LeakSanitizer would fail every
 // binary that renders text at exit. Same list as tests/lsan.supp; nothing of ours is suppressed.
 extern "C" const char* __lsan_default_suppressions() { return "leak:libfontconfig.so\n"; }
+// Keep stderr to what the program says (the CLI promises one line per failure).
+extern "C" const char* __lsan_default_options() { return "print_suppressions=0"; }
 #endif
 
 Result<void> init_media() {

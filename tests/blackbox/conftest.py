@@ -498,3 +498,27 @@ def cli(server):
 def instance(factory) -> Instance:
     """A config + empty data dir with no server running: for CLI-only tests."""
     return factory.instance("[bootstrap]\nenabled = false\n")
+
+
+# ---- image tests: a fake OpenAI upstream and a local image host --------------------------------
+
+@pytest.fixture(scope="module")
+def fake_openai():
+    """tests/fakes/fake_openai.py on a free port (one per module; reset it between tests)."""
+    from imgutil import FakeOpenAI
+    fake = FakeOpenAI()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def image_host(tmp_path):
+    """A local http.server for reference-image URLs: image_host.put(name, bytes) -> URL."""
+    from imgutil import ImageHost
+    host = ImageHost(tmp_path / "image_host")
+    try:
+        yield host
+    finally:
+        host.close()

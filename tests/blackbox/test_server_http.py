@@ -81,7 +81,10 @@ def test_models(srv, key, prefix):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "list"
-    assert len(body["data"]) == 1
+    # The model and its aliases (gpt-image-2-all, -text-to-image, -image-to-image).
+    ids = [m["id"] for m in body["data"]]
+    assert ids == ["gpt-image-2", "gpt-image-2-all", "gpt-image-2-text-to-image",
+                   "gpt-image-2-image-to-image"]
     m = body["data"][0]
     assert set(m) == {"id", "object", "created", "owned_by"}
     assert m["id"] == "gpt-image-2"

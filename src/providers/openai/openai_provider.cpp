@@ -1,0 +1,752 @@
+#include "providers/openai/openai_provider.h"
+
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <tuple>
+
+#include "core/text.h"
+#include "media/image_probe.h"
+
+namespace ig::providers {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+using Outcome = std::expected<ImageResult, ProviderError>;
+
+constexpr std::size_t kMaxMessageBytes = 500;
+constexpr std::size_t kErrorHeadBytes = 64 << 10;  // body kept for error messages when streaming
+
+std::unexpected<ProviderError> failure(FailureKind kind, std::string message, int status = 0) {
+  return std::unexpected(ProviderError{kind, std::move(message), status});
+}
+
+bool starts_with_ci(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && to_lower_ascii(s.substr(0, prefix.size())) == prefix;
+}
+
+bool is_dalle(std::string_view upstream_model) { return starts_with_ci(upstream_model, "dall-e"); }
+
+// Upstream text shown to clients and logs: valid UTF-8 stays readable (resellers answer in many
+// languages) with control characters blanked and a cut on a character boundary; anything else
+// goes through printable().
+std::string clean_message(std::string_view text) {
+  if (!is_valid_utf8(text)) return printable(text, kMaxMessageBytes);
+  std::string out;
+  std::size_t end = text.size();
+  if (end > kMaxMessageBytes) {
+    end = kMaxMessageBytes;
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  }
+  out.reserve(end + 3);
+  for (std::size_t i = 0; i < end; ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    out += (c < 0x20 || c == 0x7f) ? ' ' : static_cast<char>(c);
+  }
+  if (end < text.size()) out += "...";
+  return out;
+}
+
+// The human message of an error body: OpenAI's {"error":{"message"}}, or the shapes resellers
+// use ({"error":"..."}, {"message":"..."}, {"msg":"..."}). Empty when there is none.
+std::string error_message_of(std::string_view body) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(body, ec);
+  if (ec || !doc.is_object()) return {};
+  const json::object& root = doc.get_object();
+  if (const json::value* error = root.if_contains("error")) {
+    if (const json::string* s = error->if_string()) return clean_message(*s);
+    if (const json::object* o = error->if_object()) {
+      if (const json::value* m = o->if_contains("message"); m && m->is_string()) {
+        return clean_message(m->get_string());
+      }
+    }
+  }
+  for (std::string_view key : {"message", "msg"}) {
+    if (const json::value* m = root.if_contains(key); m && m->is_string()) {
+      return clean_message(m->get_string());
+    }
+  }
+  return {};
+}
+
+ProviderError status_error(int status, std::string_view body) {
+  const FailureKind kind = classify_status(status);
+  const std::string upstream = error_message_of(body);
+  const std::string code = "HTTP " + std::to_string(status);
+  std::string message;
+  if (status == 401 || status == 403) {
+    message = "upstream rejected our credentials (" + code + ")";
+  } else if (kind == FailureKind::kInvalidRequest) {
+    // Passed on to the client as-is: it explains what to change (moderation, bad image...).
+    message = upstream.empty() ? "the upstream rejected the request (" + code + ")" : upstream;
+    return ProviderError{kind, std::move(message), status};
+  } else {
+    message = "upstream " + code;
+  }
+  if (!upstream.empty()) {
+    message += ": " + upstream;
+  } else if (!body.empty()) {
+    message += ": " + printable(body, 200);
+  }
+  return ProviderError{kind, std::move(message), status};
+}
+
+ProviderError transport_error(const net::NetError& error) {
+  // Only a request that certainly never reached the upstream may go to another channel: after
+  // the first byte was written the upstream may be rendering (and billing) it.
+  const FailureKind kind = error.sent_nothing ? FailureKind::kRetryable : FailureKind::kFailed;
+  return ProviderError{kind,
+                       "upstream " + std::string(net::to_string(error.code)) +
+                           " error: " + printable(error.message, 300),
+                       0};
+}
+
+// Strict standard base64 (padding required unless the length says it was dropped); line
+// breaks and spaces are skipped. A `data:...;base64,` prefix (some resellers) is stripped.
+std::optional<std::string> decode_base64(std::string_view text) {
+  if (starts_with_ci(text, "data:")) {
+    const std::size_t comma = text.find(',');
+    if (comma == std::string_view::npos) return std::nullopt;
+    if (text.substr(0, comma).find(";base64") == std::string_view::npos) return std::nullopt;
+    text.remove_prefix(comma + 1);
+  }
+  std::size_t significant = 0;
+  for (char c : text) significant += (c != '\r' && c != '\n' && c != ' ' && c != '\t');
+  if (significant == 0) return std::nullopt;
+  const int variant = significant % 4 == 0 ? sodium_base64_VARIANT_ORIGINAL
+                                           : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+  std::string out(significant / 4 * 3 + 3, '\0');
+  std::size_t length = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), " \t\r\n", &length, nullptr, variant) != 0) {
+    return std::nullopt;
+  }
+  out.resize(length);
+  return out;
+}
+
+// Decoded, sniffed image bytes; the error text says what was wrong.
+std::expected<OutputImage, std::string> to_output_image(std::string bytes) {
+  auto info = media::probe_image(bytes);
+  if (!info) return std::unexpected("not a PNG, JPEG or WebP image (" + info.error().message + ")");
+  OutputImage image;
+  image.mime = std::string(media::mime_type(info->type));
+  image.width = info->width;
+  image.height = info->height;
+  image.bytes = std::move(bytes);
+  return image;
+}
+
+std::int64_t token_count(const json::object& object, std::string_view key) {
+  const json::value* v = object.if_contains(key);
+  if (v == nullptr) return 0;
+  if (const std::int64_t* i = v->if_int64()) return std::max<std::int64_t>(*i, 0);
+  if (const std::uint64_t* u = v->if_uint64()) {
+    return static_cast<std::int64_t>(std::min<std::uint64_t>(*u, INT64_MAX));
+  }
+  if (const double* d = v->if_double()) {
+    if (std::isfinite(*d) && *d >= 0 && *d < 9e18) return static_cast<std::int64_t>(*d);
+  }
+  return 0;
+}
+
+// OpenAI `usage`: input_tokens, output_tokens, input_tokens_details.{text_tokens,image_tokens}.
+// Without details every input token counts as text.
+std::optional<ImageUsage> parse_usage(const json::object& root) {
+  const json::value* v = root.if_contains("usage");
+  if (v == nullptr || !v->is_object()) return std::nullopt;
+  const json::object& usage = v->get_object();
+  ImageUsage out;
+  out.output_tokens = token_count(usage, "output_tokens");
+  const std::int64_t input = token_count(usage, "input_tokens");
+  const json::value* details = usage.if_contains("input_tokens_details");
+  if (details != nullptr && details->is_object()) {
+    out.input_text_tokens = token_count(details->get_object(), "text_tokens");
+    out.input_image_tokens = token_count(details->get_object(), "image_tokens");
+  } else {
+    out.input_text_tokens = input;
+  }
+  return out;
+}
+
+std::string_view string_field(const json::object& object, std::string_view key) {
+  const json::value* v = object.if_contains(key);
+  if (v == nullptr || !v->is_string()) return {};
+  return v->get_string();
+}
+
+std::string_view file_extension(std::string_view mime) {
+  if (mime == "image/jpeg") return "jpg";
+  if (mime == "image/webp") return "webp";
+  return "png";
+}
+
+// "scheme://host:port" with the default port filled in; "" when unparsable.
+std::string origin_of(std::string_view url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return {};
+  std::string scheme = to_lower_ascii(parsed->scheme());
+  std::string port = parsed->port();
+  if (port.empty()) port = scheme == "https" ? "443" : scheme == "http" ? "80" : "";
+  return scheme + "://" + to_lower_ascii(parsed->encoded_host()) + ":" + port;
+}
+
+// --- streaming -------------------------------------------------------------------------------
+
+// One server-sent event: its `event:` name and its `data:` lines joined by "\n".
+struct SseEvent {
+  std::string name;
+  std::string data;
+};
+
+// Incremental text/event-stream splitter. Cheap per chunk (memchr from where it stopped), so
+// it can run on the HTTP client's strand; the JSON in the events is parsed later, elsewhere.
+class SseParser {
+ public:
+  void feed(std::string_view chunk, std::deque<SseEvent>& out) {
+    buffer_.append(chunk);
+    std::size_t start = 0;
+    while (true) {
+      const std::size_t newline = buffer_.find('\n', scan_);
+      if (newline == std::string::npos) break;
+      std::string_view line(buffer_.data() + start, newline - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      take_line(line, out);
+      start = newline + 1;
+      scan_ = start;
+    }
+    buffer_.erase(0, start);
+    scan_ = buffer_.size();
+  }
+
+  // The stream ended: a last event without its blank line still counts.
+  void finish(std::deque<SseEvent>& out) {
+    if (!buffer_.empty()) {
+      std::string rest = std::move(buffer_);
+      buffer_.clear();
+      if (!rest.empty() && rest.back() == '\r') rest.pop_back();
+      take_line(rest, out);
+    }
+    take_line("", out);
+  }
+
+ private:
+  void take_line(std::string_view line, std::deque<SseEvent>& out) {
+    if (line.empty()) {
+      if (has_data_) out.push_back(SseEvent{std::move(name_), std::move(data_)});
+      name_.clear();
+      data_.clear();
+      has_data_ = false;
+      return;
+    }
+    if (line.front() == ':') return;  // comment / keep-alive
+    const std::size_t colon = line.find(':');
+    std::string_view field = line.substr(0, colon);
+    std::string_view value;
+    if (colon != std::string_view::npos) {
+      value = line.substr(colon + 1);
+      if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    }
+    if (field == "event") {
+      name_ = std::string(value);
+    } else if (field == "data") {
+      if (has_data_) data_ += '\n';
+      data_.append(value);
+      has_data_ = true;
+    }
+  }
+
+  std::string buffer_;
+  std::size_t scan_ = 0;
+  std::string name_;
+  std::string data_;
+  bool has_data_ = false;
+};
+
+using Doorbell = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
+
+// Shared between the body callback (HTTP client's strand), the coroutine running the send and
+// the relaying coroutine. Everything but the doorbell (itself thread-safe) is under mutex_.
+struct StreamState {
+  explicit StreamState(asio::any_io_executor executor) : doorbell(std::move(executor), 1) {}
+
+  // Body callback. A body starting with '{' is a plain JSON reply (an error status, or a
+  // reseller that ignored "stream"): kept whole. Anything else is parsed as SSE.
+  bool on_chunk(std::string_view chunk) {
+    if (abandoned.load()) return false;
+    {
+      std::lock_guard lock(mutex);
+      if (!mode_known) {
+        const std::size_t first = chunk.find_first_not_of(" \t\r\n");
+        if (first != std::string_view::npos) {
+          mode_known = true;
+          json_body = chunk[first] == '{';
+        }
+      }
+      if (json_body || head.size() < kErrorHeadBytes) {
+        const std::size_t room = json_body ? chunk.size() : kErrorHeadBytes - head.size();
+        head.append(chunk.substr(0, room));
+      }
+      if (mode_known && !json_body) parser.feed(chunk, events);
+    }
+    ring();
+    return true;
+  }
+
+  void finish(net::NetResult<net::HttpResponse> result) {
+    {
+      std::lock_guard lock(mutex);
+      if (done) return;
+      if (mode_known && !json_body) parser.finish(events);
+      outcome = std::move(result);
+      done = true;
+    }
+    ring();
+  }
+
+  void ring() {
+    // A full doorbell already has a wake-up pending: the receiver drains everything anyway.
+    doorbell.try_send(boost::system::error_code{});
+  }
+
+  std::mutex mutex;
+  std::deque<SseEvent> events;
+  SseParser parser;
+  bool mode_known = false;
+  bool json_body = false;
+  std::string head;  // JSON mode: the whole body; SSE mode: its first kErrorHeadBytes
+  bool done = false;
+  std::optional<net::NetResult<net::HttpResponse>> outcome;
+  std::atomic<bool> abandoned{false};  // the relaying coroutine is gone: abort the transfer
+  Doorbell doorbell;
+};
+
+// Marks the stream abandoned when the relaying coroutine leaves (normally or by destruction).
+struct AbandonOnExit {
+  std::shared_ptr<StreamState> state;
+  ~AbandonOnExit() {
+    state->abandoned.store(true);
+    state->doorbell.close();
+  }
+};
+
+// Runs the HTTP exchange beside the relaying coroutine and reports its end to the state.
+asio::awaitable<void> run_streamed_send(net::HttpClient& client, net::HttpRequest request,
+                                        std::shared_ptr<StreamState> state) {
+  net::NetResult<net::HttpResponse> result = co_await client.send(std::move(request));
+  state->finish(std::move(result));
+}
+
+}  // namespace
+
+std::string map_quality(std::string_view requested, std::string_view upstream_model) {
+  const std::string q = to_lower_ascii(requested);
+  if (is_dalle(upstream_model)) {
+    if (q == "standard" || q == "hd") return q;
+    if (q == "uhd" || q == "high") return "hd";
+    return "";
+  }
+  if (q == "low" || q == "medium" || q == "high" || q == "auto") return q;
+  if (q == "hd" || q == "uhd") return "high";
+  return "";  // "standard" (a size tier, already in width x height), unknown or empty
+}
+
+// 429, 5xx "try again" and 529 (overloaded) mean the upstream refused before accepting the
+// work, and 401/403 mean this channel's credentials are wrong: in every case no image was
+// rendered or billed, so another channel may serve it (the pipeline holds one reservation for
+// the job, so the client is charged once whichever channel succeeds). 400/422 are the client's
+// fault (moderation, unreadable image): another channel would refuse them too. Any other
+// status is ambiguous: no failover.
+FailureKind classify_status(int status) {
+  switch (status) {
+    case 429:
+    case 500:
+    case 502:
+    case 503:
+    case 504:
+    case 529:
+    case 401:
+    case 403:
+      return FailureKind::kRetryable;
+    case 400:
+    case 422:
+      return FailureKind::kInvalidRequest;
+    default:
+      return FailureKind::kFailed;
+  }
+}
+
+OpenAiProvider::OpenAiProvider(net::HttpClient& client, OpenAiChannelSettings settings)
+    : client_(client), settings_(std::move(settings)) {
+  while (!settings_.base_url.empty() && settings_.base_url.back() == '/') {
+    settings_.base_url.pop_back();
+  }
+}
+
+std::string OpenAiProvider::upstream_model(const std::string& model) const {
+  auto it = settings_.model_map.find(model);
+  return it == settings_.model_map.end() ? model : it->second;
+}
+
+net::HttpRequest OpenAiProvider::build_request(const ImageTask& task, bool stream) const {
+  const std::string model = upstream_model(task.model);
+  const bool dalle = is_dalle(model);
+
+  // Every field as (name, JSON value); edits send the same set as form fields.
+  std::vector<std::pair<std::string, json::value>> fields;
+  fields.emplace_back("model", json::value(model));
+  fields.emplace_back("prompt", json::value(task.prompt));
+  fields.emplace_back("n", json::value(task.n));
+  if (task.width > 0 && task.height > 0) {
+    fields.emplace_back(
+        "size", json::value(std::to_string(task.width) + "x" + std::to_string(task.height)));
+  }
+  if (std::string quality = map_quality(task.quality, model); !quality.empty()) {
+    fields.emplace_back("quality", json::value(quality));
+  }
+  if (!dalle) {  // dall-e models reject the gpt-image parameters
+    if (!task.background.empty() && task.background != "auto") {
+      fields.emplace_back("background", json::value(task.background));
+    }
+    if (!task.output_format.empty()) {
+      fields.emplace_back("output_format", json::value(task.output_format));
+    }
+    if (task.output_compression && (task.output_format == "jpeg" || task.output_format == "webp")) {
+      fields.emplace_back("output_compression", json::value(*task.output_compression));
+    }
+    if (!task.moderation.empty() && !task.edit) {  // images.edit has no moderation field
+      fields.emplace_back("moderation", json::value(task.moderation));
+    }
+  } else {
+    // dall-e defaults to url replies; gpt-image models always answer b64_json and reject the
+    // field.
+    fields.emplace_back("response_format", json::value("b64_json"));
+  }
+  if (!task.user.empty()) fields.emplace_back("user", json::value(task.user));
+  if (stream) {
+    fields.emplace_back("stream", json::value(true));
+    fields.emplace_back("partial_images", json::value(task.partial_images));
+  }
+
+  net::HttpRequest request;
+  request.method = "POST";
+  request.url = settings_.base_url + (task.edit ? "/images/edits" : "/images/generations");
+  request.headers.emplace_back("Authorization", "Bearer " + settings_.api_key);
+  if (task.edit) {
+    for (auto& [name, value] : fields) {
+      net::MimeField field;
+      field.name = name;
+      if (const json::string* s = value.if_string()) {
+        field.value = std::string(*s);
+      } else {
+        field.value = json::serialize(value);  // numbers, true
+      }
+      request.mime.push_back(std::move(field));
+    }
+    const char* image_field = dalle ? "image" : "image[]";
+    for (std::size_t i = 0; i < task.images.size(); ++i) {
+      const InputImage& image = task.images[i];
+      net::MimeField part;
+      part.name = image_field;
+      part.value = image.bytes;
+      part.content_type = image.mime.empty() ? "image/png" : image.mime;
+      part.filename =
+          "image_" + std::to_string(i + 1) + "." + std::string(file_extension(part.content_type));
+      request.mime.push_back(std::move(part));
+    }
+    if (task.mask) {
+      net::MimeField part;
+      part.name = "mask";
+      part.value = task.mask->bytes;
+      part.content_type = task.mask->mime.empty() ? "image/png" : task.mask->mime;
+      part.filename = "mask." + std::string(file_extension(part.content_type));
+      request.mime.push_back(std::move(part));
+    }
+  } else {
+    json::object body;
+    for (auto& [name, value] : fields) body[name] = std::move(value);
+    request.headers.emplace_back("Content-Type", "application/json");
+    request.body = json::serialize(body);
+  }
+  for (const auto& header : settings_.extra_headers) request.headers.push_back(header);
+  request.connect_timeout_ms = settings_.connect_timeout_ms;
+  request.total_timeout_ms = settings_.timeout_ms;
+  request.proxy = settings_.proxy;
+  request.max_response_bytes = settings_.max_response_bytes;
+  request.address_policy = settings_.address_policy;
+  return request;
+}
+
+asio::awaitable<std::expected<std::string, ProviderError>> OpenAiProvider::download(
+    const std::string& url) {
+  if (starts_with_ci(url, "data:")) {
+    std::optional<std::string> bytes = decode_base64(url);
+    if (!bytes) co_return failure(FailureKind::kFailed, "upstream returned a malformed data URL");
+    co_return std::move(*bytes);
+  }
+  if (!starts_with_ci(url, "https://") && !starts_with_ci(url, "http://")) {
+    co_return failure(FailureKind::kFailed,
+                      "upstream returned an unusable image url: " + printable(url, 200));
+  }
+  net::HttpRequest request;
+  request.method = "GET";
+  request.url = url;
+  // No Authorization: the file usually lives on a CDN that must not see our key.
+  request.connect_timeout_ms = settings_.connect_timeout_ms;
+  request.total_timeout_ms = settings_.timeout_ms;
+  request.proxy = settings_.proxy;
+  request.max_response_bytes = settings_.max_response_bytes;
+  request.max_redirects = 3;
+  // The upstream's own origin is as trusted as the upstream; any other host gets the strict
+  // policy, so a reply cannot point us at internal addresses.
+  const std::string origin = origin_of(url);
+  if (!origin.empty() && origin == origin_of(settings_.base_url)) {
+    request.address_policy = settings_.address_policy;
+  } else {
+    request.address_policy = net::AddressPolicy{};
+  }
+  net::NetResult<net::HttpResponse> response = co_await client_.send(std::move(request));
+  // The image was already rendered (and billed) upstream: every failure here is kFailed.
+  if (!response) {
+    co_return failure(FailureKind::kFailed, "downloading the upstream image failed: " +
+                                                std::string(net::to_string(response.error().code)) +
+                                                ": " + printable(response.error().message, 200));
+  }
+  if (response->status < 200 || response->status > 299) {
+    co_return failure(FailureKind::kFailed, "downloading the upstream image failed: HTTP " +
+                                                std::to_string(response->status));
+  }
+  co_return std::move(response->body);
+}
+
+asio::awaitable<Outcome> OpenAiProvider::parse_reply(const std::string& body, int status) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(body, ec);
+  if (ec || !doc.is_object()) {
+    co_return failure(FailureKind::kFailed,
+                      "upstream returned a non-JSON reply: " + printable(body, 200), status);
+  }
+  json::object& root = doc.get_object();
+  const json::value* data = root.if_contains("data");
+  if (data == nullptr || !data->is_array() || data->get_array().empty()) {
+    std::string why = error_message_of(body);
+    co_return failure(FailureKind::kFailed,
+                      why.empty() ? "upstream reply has no images" : "upstream reply: " + why,
+                      status);
+  }
+  ImageResult result;
+  result.usage = parse_usage(root);
+  for (const json::value& item : data->get_array()) {
+    if (!item.is_object()) {
+      co_return failure(FailureKind::kFailed, "upstream reply has a malformed image", status);
+    }
+    const json::object& entry = item.get_object();
+    std::string bytes;
+    if (std::string_view b64 = string_field(entry, "b64_json"); !b64.empty()) {
+      std::optional<std::string> decoded = decode_base64(b64);
+      if (!decoded) {
+        co_return failure(FailureKind::kFailed, "upstream image is not valid base64", status);
+      }
+      bytes = std::move(*decoded);
+    } else if (std::string_view url = string_field(entry, "url"); !url.empty()) {
+      const std::string link(url);
+      std::expected<std::string, ProviderError> fetched = co_await download(link);
+      if (!fetched) co_return std::unexpected(fetched.error());
+      bytes = std::move(*fetched);
+    } else {
+      co_return failure(FailureKind::kFailed, "upstream image has neither b64_json nor url",
+                        status);
+    }
+    std::expected<OutputImage, std::string> image = to_output_image(std::move(bytes));
+    if (!image) {
+      co_return failure(FailureKind::kFailed, "upstream image: " + image.error(), status);
+    }
+    if (std::string_view revised = string_field(entry, "revised_prompt"); !revised.empty()) {
+      image->revised_prompt = std::string(revised);
+    }
+    result.images.push_back(std::move(*image));
+  }
+  co_return result;
+}
+
+asio::awaitable<Outcome> OpenAiProvider::generate(const ImageTask& task, PartialSink* partials) {
+  Outcome outcome = failure(FailureKind::kFailed, "internal error in the OpenAI adapter");
+  try {
+    if (task.partial_images > 0 && partials != nullptr) {
+      outcome = co_await generate_streamed(task, *partials);
+    } else {
+      net::HttpRequest request = build_request(task, false);
+      net::NetResult<net::HttpResponse> response = co_await client_.send(std::move(request));
+      if (!response) {
+        outcome = std::unexpected(transport_error(response.error()));
+      } else if (response->status < 200 || response->status > 299) {
+        outcome = std::unexpected(status_error(response->status, response->body));
+      } else {
+        outcome = co_await parse_reply(response->body, response->status);
+      }
+    }
+  } catch (const std::exception& e) {
+    // Errors are values: nothing escapes. The request may have reached the upstream.
+    outcome = failure(FailureKind::kFailed,
+                      "internal error in the OpenAI adapter: " + printable(e.what(), 200));
+  }
+  if (!outcome &&
+      (outcome.error().upstream_status == 401 || outcome.error().upstream_status == 403)) {
+    spdlog::warn("channel {}: {}", settings_.name, outcome.error().message);
+  }
+  co_return outcome;
+}
+
+// Live relay: the send runs as its own coroutine (co_spawn on our executor). Its body callback,
+// on the HTTP client's strand, only splits SSE events into StreamState's mutex-protected queue
+// and rings a concurrent_channel doorbell. This coroutine waits on the doorbell, drains the
+// queue, parses each event's JSON and awaits the sink for each partial image, so the sink runs
+// on the caller's executor while the upstream keeps streaming. When the send completes we
+// drain the rest and judge the status: a non-2xx status maps like a plain request (its body is
+// the error JSON), a 2xx with a plain JSON body (a reseller that ignored "stream") is parsed as a
+// normal reply, and an SSE body must have carried a `*.completed` event.
+asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task,
+                                                           PartialSink& partials) {
+  asio::any_io_executor executor = co_await asio::this_coro::executor;
+  auto state = std::make_shared<StreamState>(executor);
+  AbandonOnExit guard{state};
+
+  net::HttpRequest request = build_request(task, true);
+  // Weak: the state lives as long as the send runs (run_streamed_send owns it), and a client
+  // (or a fake) that keeps the request afterwards must not keep the state and its executor.
+  std::weak_ptr<StreamState> weak = state;
+  request.on_body_chunk = [weak](std::string_view chunk) {
+    std::shared_ptr<StreamState> alive = weak.lock();
+    return alive != nullptr && alive->on_chunk(chunk);
+  };
+  auto on_end = [state](std::exception_ptr error) {
+    if (error) {
+      state->finish(std::unexpected(net::NetError{net::NetErrc::kOther, "send failed", false}));
+    }
+  };
+  asio::co_spawn(executor, run_streamed_send(client_, std::move(request), state), on_end);
+
+  static constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+  ImageResult result;
+  int next_index = 0;
+  std::optional<ProviderError> stream_error;
+  while (true) {
+    std::deque<SseEvent> events;
+    bool done = false;
+    {
+      std::lock_guard lock(state->mutex);
+      events.swap(state->events);
+      done = state->done;
+    }
+    for (SseEvent& event : events) {
+      if (stream_error || event.data == "[DONE]") continue;
+      boost::system::error_code ec;
+      json::value doc = json::parse(event.data, ec);
+      if (ec || !doc.is_object()) continue;  // unknown noise between events
+      const json::object& payload = doc.get_object();
+      std::string type(string_field(payload, "type"));
+      if (type.empty()) type = event.name;
+      const auto ends_with = [&type](std::string_view suffix) {
+        return type.size() >= suffix.size() &&
+               type.compare(type.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      if (type == "error" || ends_with(".failed")) {
+        std::string message = error_message_of(event.data);
+        const json::value* err = payload.if_contains("error");
+        const bool client_fault =
+            err != nullptr && err->is_object() &&
+            string_field(err->get_object(), "type") == "invalid_request_error";
+        stream_error =
+            ProviderError{client_fault ? FailureKind::kInvalidRequest : FailureKind::kFailed,
+                          message.empty() ? std::string("upstream stream failed") : message, 0};
+        continue;
+      }
+      const bool partial = ends_with(".partial_image");
+      const bool completed = ends_with(".completed");
+      if (!partial && !completed) continue;
+      std::optional<std::string> bytes = decode_base64(string_field(payload, "b64_json"));
+      std::expected<OutputImage, std::string> image =
+          bytes ? to_output_image(std::move(*bytes))
+                : std::expected<OutputImage, std::string>(std::unexpect, "not valid base64");
+      if (partial) {
+        if (!image) continue;  // a broken preview is not worth failing the job
+        int index = next_index;
+        if (const json::value* v = payload.if_contains("partial_image_index")) {
+          if (const std::int64_t* i = v->if_int64(); i && *i >= 0 && *i < 1000) {
+            index = static_cast<int>(*i);
+          }
+        }
+        next_index = index + 1;
+        const OutputImage& preview = *image;
+        co_await partials.partial(index, preview);
+        continue;
+      }
+      if (!image) {
+        stream_error = ProviderError{FailureKind::kFailed, "upstream image: " + image.error(), 0};
+        continue;
+      }
+      if (std::string_view revised = string_field(payload, "revised_prompt"); !revised.empty()) {
+        image->revised_prompt = std::string(revised);
+      }
+      result.images.push_back(std::move(*image));
+      // With several completed events (n > 1) the last usage wins: OpenAI reports it per reply.
+      if (std::optional<ImageUsage> usage = parse_usage(payload)) result.usage = usage;
+    }
+    if (done) break;
+    std::tuple<boost::system::error_code> rung = co_await state->doorbell.async_receive(kNoThrow);
+    if (std::get<0>(rung)) {
+      co_return failure(FailureKind::kFailed, "streamed generation was cancelled");
+    }
+  }
+
+  net::NetResult<net::HttpResponse> response =
+      std::unexpected(net::NetError{net::NetErrc::kOther, "no outcome", false});
+  std::string body;
+  bool json_body = false;
+  {
+    std::lock_guard lock(state->mutex);
+    response = std::move(*state->outcome);
+    body = std::move(state->head);
+    json_body = state->json_body;
+  }
+  if (!response) co_return std::unexpected(transport_error(response.error()));
+  if (response->status < 200 || response->status > 299) {
+    co_return std::unexpected(status_error(response->status, body));
+  }
+  if (json_body) {
+    Outcome plain = co_await parse_reply(body, response->status);
+    co_return plain;
+  }
+  if (stream_error) {
+    stream_error->upstream_status = response->status;
+    co_return std::unexpected(*stream_error);
+  }
+  if (result.images.empty()) {
+    co_return failure(FailureKind::kFailed,
+                      "upstream stream ended without a completed image: " + printable(body, 200),
+                      response->status);
+  }
+  co_return result;
+}
+
+}  // namespace ig::providers

@@ -1,0 +1,246 @@
+"""The OpenAI adapter against tests/fakes/fake_openai.py: auth, failover, refunds on every kind of
+upstream failure."""
+
+import base64
+import itertools
+import time
+
+import pytest
+import requests
+
+from conftest import shared_server
+from imgutil import (IMG_TIMEOUT, assert_charge_headers, assert_ledger_ok, assert_openai_error,
+                     b64_image, closed_port, credits, data_url, edit_multipart, generate, image_info,
+                     make_png, read_sse)
+
+_emails = itertools.count()
+PRICE = "[models.price]\nkind = \"per_tier\"\nprices = { 1K = 1, 2K = 2, 4K = 3 }\n"
+
+
+def config(fake_url, channels, timeout_ms=5000):
+    return (f'[[providers]]\nname = "fake"\ntype = "openai"\nbase_url = "{fake_url}"\n'
+            f'api_key = "sk-upstream"\ntimeout_ms = {timeout_ms}\nconnect_timeout_ms = 2000\n\n'
+            '[[providers]]\nname = "local"\ntype = "local"\n\n'
+            f'[[models]]\nid = "gpt-image-2"\nchannels = {channels}\n' + PRICE)
+
+
+@pytest.fixture(scope="module")
+def _only_fake(module_factory, fake_openai):
+    return module_factory.server(config(fake_openai.base_url, '["fake"]', timeout_ms=1500))
+
+
+@pytest.fixture(scope="module")
+def _failover(module_factory, fake_openai):
+    return module_factory.server(config(fake_openai.base_url, '["fake", "local"]'))
+
+
+@pytest.fixture(scope="module")
+def _dead(module_factory):
+    return module_factory.server(config(f"http://127.0.0.1:{closed_port()}/v1", '["fake", "local"]'))
+
+
+@pytest.fixture(scope="module")
+def _dead_only(module_factory):
+    return module_factory.server(config(f"http://127.0.0.1:{closed_port()}/v1", '["fake"]'))
+
+
+@pytest.fixture
+def fake(fake_openai):
+    fake_openai.reset()
+    yield fake_openai
+    fake_openai.reset()
+
+
+@pytest.fixture
+def only_fake(_only_fake, fake):
+    yield from shared_server(_only_fake)
+
+
+@pytest.fixture
+def failover(_failover, fake):
+    yield from shared_server(_failover)
+
+
+def user(srv, amount=50):
+    return srv.create_user(f"up{next(_emails)}@example.com", credits=amount)
+
+
+def body(**kw):
+    return dict({"model": "gpt-image-2", "prompt": "an upstream cat", "size": "1024x1024"}, **kw)
+
+
+# ---- success ---------------------------------------------------------------------------------
+
+def test_upstream_ok_with_bearer(only_fake, fake):
+    key = user(only_fake)
+    r = generate(only_fake, key, body(size="1536x1024"))
+    assert r.status_code == 200, r.text[:500]
+    img = b64_image(r.json()["data"][0])
+    info = image_info(img)
+    assert (info["width"], info["height"]) == (1536, 1024)
+    assert_charge_headers(r, 1, 49)
+    assert credits(only_fake, key) == {"credits": 49, "reserved": 0}
+    st = fake.stats()
+    assert st["generations"] == 1, st
+    last = st["last_requests"][-1]
+    assert last["path"] == "/v1/images/generations"
+    assert last["authorization"] == "Bearer sk-upstream", last
+    assert last["fields"]["prompt"] == "an upstream cat"
+    assert key not in str(st), "the customer's key must never reach the upstream"
+    # the URL serves the upstream's bytes from imagegate
+    g = requests.get(r.json()["data"][0]["url"], timeout=10)
+    assert g.status_code == 200 and g.content == img
+
+
+def test_upstream_edit_multipart(only_fake, fake):
+    key = user(only_fake)
+    r = edit_multipart(only_fake, key, {"model": "gpt-image-2", "prompt": "add a hat", "size": "1024x1024"},
+                       [("image[]", f"{i}.png", make_png(64, 64, seed=i), "image/png") for i in range(3)]
+                       + [("mask", "m.png", make_png(64, 64, rgba=True), "image/png")])
+    assert r.status_code == 200, r.text[:500]
+    st = fake.stats()
+    assert st["edits"] == 1 and st["generations"] == 0, st
+    last = st["last_requests"][-1]
+    assert last["authorization"] == "Bearer sk-upstream"
+    names = sorted(f["name"] for f in last["files"])
+    assert len([n for n in names if n.startswith("image")]) == 3, last["files"]
+    assert "mask" in names, last["files"]
+    assert credits(only_fake, key) == {"credits": 49, "reserved": 0}
+
+
+def test_generation_with_reference_goes_to_edits(only_fake, fake):
+    key = user(only_fake)
+    r = generate(only_fake, key, body(image_urls=[data_url(make_png(64, 64))]))
+    assert r.status_code == 200, r.text[:500]
+    st = fake.stats()
+    assert st["edits"] == 1 and st["generations"] == 0, st
+
+
+def test_upstream_stream(only_fake, fake):
+    key = user(only_fake)
+    with requests.post(only_fake.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                       json=body(stream=True, partial_images=2), stream=True, timeout=IMG_TIMEOUT) as r:
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = read_sse(r)
+    names = [e[0] for e in events]
+    assert names == ["image_generation.partial_image"] * 2 + ["image_generation.completed"], names
+    info = image_info(base64.b64decode(events[-1][1]["b64_json"]))
+    assert (info["width"], info["height"]) == (1024, 1024)
+    assert credits(only_fake, key) == {"credits": 49, "reserved": 0}
+
+
+# ---- client errors from the upstream --------------------------------------------------------
+
+def test_upstream_400_is_400_and_refunded(failover, fake):
+    """A moderation-style 400 is the customer's fault: no failover, nothing charged."""
+    key = user(failover)
+    fake.control(mode="400")
+    r = generate(failover, key, body())
+    assert_openai_error(r, 400)
+    assert credits(failover, key) == {"credits": 50, "reserved": 0}
+    assert fake.stats()["requests"] == 1
+
+
+# ---- failover ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["500", "503", "429"])
+def test_failover_to_second_channel(failover, fake, mode):
+    key = user(failover)
+    fake.control(mode=mode)
+    r = generate(failover, key, body())
+    assert r.status_code == 200, f"{mode}: {r.status_code} {r.text[:300]}"
+    info = image_info(b64_image(r.json()["data"][0]))
+    assert (info["width"], info["height"]) == (1024, 1024)
+    assert_charge_headers(r, 1, 49)
+    assert credits(failover, key) == {"credits": 49, "reserved": 0}
+    assert fake.stats()["requests"] >= 1, "the first channel was not tried"
+
+
+@pytest.mark.parametrize("mode", ["garbage", "reset"])
+def test_broken_reply_with_second_channel_money(failover, fake, mode):
+    """A 200 that is not JSON, or a reply cut mid-body: failing over is optional (the config
+    documents failover on connect errors, 429 and 5xx), but either way the money is right."""
+    key = user(failover)
+    fake.control(mode=mode)
+    r = generate(failover, key, body())
+    if r.status_code == 200:
+        assert_charge_headers(r, 1, 49)
+        assert credits(failover, key) == {"credits": 49, "reserved": 0}
+    else:
+        assert_openai_error(r, 503, code="upstream_error")
+        assert credits(failover, key) == {"credits": 50, "reserved": 0}
+
+
+def test_failover_on_connect_refused(_dead):
+    srv = _dead
+    key = user(srv)
+    r = generate(srv, key, body())
+    assert r.status_code == 200, r.text[:300]
+    assert credits(srv, key) == {"credits": 49, "reserved": 0}
+
+
+def test_failover_on_timeout(failover, fake):
+    fake.control(mode="hang")
+    key = user(failover)
+    t0 = time.monotonic()
+    r = generate(failover, key, body(), timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    assert credits(failover, key) == {"credits": 49, "reserved": 0}
+    assert time.monotonic() - t0 < 25
+
+
+# ---- one channel only: 503 upstream_error, refunded ------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["500", "503", "429", "garbage", "reset", "401"])
+def test_single_channel_failure_refunded(only_fake, fake, mode):
+    key = user(only_fake)
+    fake.control(mode=mode)
+    r = generate(only_fake, key, body())
+    assert_openai_error(r, 503, code="upstream_error", etype="upstream_error")
+    assert credits(only_fake, key) == {"credits": 50, "reserved": 0}
+    assert fake.stats()["requests"] >= 1
+
+
+@pytest.mark.parametrize("ctl", [{"mode": "hang"}, {"mode": "slow", "delay_ms": 4000}], ids=["hang", "slow"])
+def test_single_channel_timeout_refunded(only_fake, fake, ctl):
+    """timeout_ms = 1500 on this server."""
+    key = user(only_fake)
+    fake.control(**ctl)
+    t0 = time.monotonic()
+    r = generate(only_fake, key, body(), timeout=30)
+    elapsed = time.monotonic() - t0
+    assert_openai_error(r, 503, code="upstream_error")
+    assert elapsed < 20, f"timeout took {elapsed:.1f}s with timeout_ms=1500"
+    assert credits(only_fake, key) == {"credits": 50, "reserved": 0}
+
+
+def test_single_channel_connect_refused(_dead_only):
+    srv = _dead_only
+    key = user(srv)
+    r = generate(srv, key, body())
+    assert_openai_error(r, 503, code="upstream_error")
+    assert credits(srv, key) == {"credits": 50, "reserved": 0}
+
+
+def test_single_channel_edit_failure_refunded(only_fake, fake):
+    key = user(only_fake)
+    fake.control(mode="500")
+    r = edit_multipart(only_fake, key, {"model": "gpt-image-2", "prompt": "x", "n": "2"},
+                       [("image", "a.png", make_png(64, 64), "image/png")])
+    assert_openai_error(r, 503, code="upstream_error")
+    assert credits(only_fake, key) == {"credits": 50, "reserved": 0}
+
+
+def test_intermittent_upstream_money(only_fake, fake):
+    """Every 2nd upstream call fails: each success is charged once, each failure refunded."""
+    key = user(only_fake, 20)
+    fake.control(fail_every=2, fail_mode="503")
+    ok = 0
+    for _ in range(8):
+        r = generate(only_fake, key, body())
+        assert r.status_code in (200, 503), r.text[:300]
+        ok += r.status_code == 200
+    assert ok >= 1
+    assert credits(only_fake, key) == {"credits": 20 - ok, "reserved": 0}
+    assert_ledger_ok(only_fake)
