@@ -271,3 +271,115 @@ ensure_alive() {
 
 # Children of a process (e.g. nginx workers).
 child_pids() { pgrep -P "$1" 2>/dev/null | tr '\n' ' '; }
+
+# --- helpers added for bench/bench_images.sh ---------------------------------------------------
+#   start_fake_openai DIR [ARGS...]       sets FAKE_PID FAKE_PORT (tests/fakes/fake_openai.py)
+#   fake_control JSON                     POST /_control to the fake (mode, delay_ms, noisy...)
+#   start_nginx_proxy DIR UPSTREAM_PORT   sets NGX_PID NGX_PORT (proxy_pass, upstream keepalive)
+#   write_wrk_post_script FILE BODY       wrk Lua: POST BODY as JSON + report.lua's done()
+#   stop_bench_pid PID                    TERM (then KILL) one process started by these helpers
+#   reset_hwm PID                         resets VmHWM to the current RSS (clear_refs 5)
+
+# start_fake_openai DIR [ARGS...]: the fake OpenAI Images upstream on 127.0.0.1:<free port>.
+start_fake_openai() {
+  local dir="$1"
+  shift
+  mkdir -p "$dir"
+  FAKE_LOG="$dir/fake.log"
+  python3 "$BENCH_REPO/tests/fakes/fake_openai.py" --port 0 "$@" >"$FAKE_LOG" 2>&1 &
+  FAKE_PID=$!
+  BENCH_PIDS+=("$FAKE_PID")
+  if ! wait_for_line "$FAKE_LOG" 'fake-openai listening on ' "$FAKE_PID"; then
+    bench_log "fake upstream did not start:"
+    cat "$FAKE_LOG" >&2
+    return 1
+  fi
+  FAKE_PORT="$(sed -nE 's/^fake-openai listening on [0-9.]+:([0-9]+).*/\1/p' "$FAKE_LOG" | head -1)"
+}
+
+fake_control() {
+  curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' --data "$1" \
+    "http://127.0.0.1:$FAKE_PORT/_control"
+}
+
+# start_nginx_proxy DIR UPSTREAM_PORT: nginx (own prefix under DIR) reverse-proxying everything
+# to 127.0.0.1:UPSTREAM_PORT over HTTP/1.1 with a keep-alive upstream pool.
+start_nginx_proxy() {
+  local dir="$1" up="$2"
+  mkdir -p "$dir/logs" "$dir/tmp"
+  chmod 755 "$dir"
+  NGX_PORT="$(free_port)"
+  cat >"$dir/nginx.conf" <<EOF2
+daemon off;
+master_process on;
+worker_processes ${NGINX_WORKERS:-auto};
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log $dir/logs/access.log;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_max_body_size 64m;
+    upstream fake_upstream {
+        server 127.0.0.1:$up;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            proxy_pass http://fake_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffers 64 16k;
+            proxy_read_timeout 600s;
+        }
+    }
+}
+EOF2
+  nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -t -q || return 1
+  nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" &
+  NGX_PID=$!
+  BENCH_PIDS+=("$NGX_PID")
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$NGX_PORT/_stats" 2>/dev/null && return 0
+    kill -0 "$NGX_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  bench_log "nginx did not start:"
+  cat "$dir/logs/error.log" >&2
+  return 1
+}
+
+# write_wrk_post_script FILE BODY: every request is POST BODY (application/json); prints the
+# same WRK_RESULT line as report.lua (write_wrk_scripts must have run first).
+write_wrk_post_script() {
+  local file="$1" body="$2"
+  {
+    printf 'wrk.method = "POST"\n'
+    printf 'wrk.headers["Content-Type"] = "application/json"\n'
+    printf 'wrk.body = [[%s]]\n' "$body"
+    cat "$BENCH_TMP/report.lua"
+  } >"$file"
+}
+
+stop_bench_pid() {
+  local pid="$1" p keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  BENCH_PIDS=("${keep[@]}")
+}
+
+reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }

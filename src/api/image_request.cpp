@@ -8,12 +8,6 @@
 namespace ig::api {
 namespace json = boost::json;
 
-std::size_t utf8_length(std::string_view s) {
-  std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 namespace {
 
 Error bad(std::string field, std::string message) {

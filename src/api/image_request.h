@@ -26,7 +26,4 @@ Result<ImageRequest> parse_image_json(std::string_view body, bool edit_endpoint)
 Result<ImageRequest> parse_image_multipart(const std::vector<http::MultipartPart>& parts,
                                            bool edit_endpoint);
 
-// Number of Unicode code points (prompt limits count characters, not bytes).
-std::size_t utf8_length(std::string_view s);
-
 }  // namespace ig::api

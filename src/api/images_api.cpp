@@ -149,6 +149,24 @@ std::string ImagesApi::render_reply(const jobs::ImageJobOutcome& outcome,
 awaitable<http::Response> ImagesApi::create(http::Request& req, bool edit_endpoint) {
   auto principal = co_await authenticate_request(auth_, req);
   if (!principal) co_return http::Response::error(principal.error());
+  http::Response response = co_await create_for(req, edit_endpoint, *principal);
+  response.key_prefix = principal->key_prefix;
+  const bool has_credit_headers =
+      std::any_of(response.headers.begin(), response.headers.end(),
+                  [](const auto& h) { return h.first == "X-Credits-Charged"; });
+  if (!has_credit_headers && !response.stream) {
+    // Failures charge nothing; the balance tells the client where it stands.
+    const std::int64_t user_id = principal->user_id;
+    auto load = [this, user_id] { return store_.find_user(user_id); };
+    auto user = co_await pool_.run(load);
+    if (user) response = credits_headers(std::move(response), 0, user->balance);
+  }
+  co_return response;
+}
+
+awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_endpoint,
+                                                const accounts::Principal& principal_ref) {
+  const accounts::Principal* principal = &principal_ref;
 
   Result<jobs::ImageRequest> parsed = fail(ErrorCode::kInvalidRequest, "unreachable");
   const std::string content_type = to_lower_ascii(req.header("content-type").value_or(""));

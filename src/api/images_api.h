@@ -38,6 +38,8 @@ class ImagesApi {
 
  private:
   boost::asio::awaitable<http::Response> create(http::Request& req, bool edit_endpoint);
+  boost::asio::awaitable<http::Response> create_for(http::Request& req, bool edit_endpoint,
+                                                    const accounts::Principal& principal);
   boost::asio::awaitable<http::Response> job_image(http::Request& req);
   boost::asio::awaitable<http::Response> signed_file(http::Request& req);
   boost::asio::awaitable<http::Response> job_status(http::Request& req);

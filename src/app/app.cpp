@@ -195,7 +195,11 @@ int serve(const Settings& settings) {
 
   // Upstream channels are operator-configured (trusted); reference-image URLs come from
   // clients (strict address policy), so they get a client of their own.
-  net::CurlHttpClient upstream_client(ioc, net::CurlClientSettings{});
+  net::CurlClientSettings upstream_settings;
+  upstream_settings.max_connections_per_host =
+      static_cast<std::size_t>(settings.images.upstream_max_connections_per_host);
+  upstream_settings.max_total_connections = upstream_settings.max_connections_per_host * 2;
+  net::CurlHttpClient upstream_client(ioc, upstream_settings);
   net::CurlClientSettings strict;
   if (settings.images.allow_private_reference_urls) {
     strict.address_policy = net::AddressPolicy{true, true, true};

@@ -341,6 +341,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(images, "images", "reference_timeout_ms", s.images.reference_timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
   r.read(images, "images", "reference_max_redirects", s.images.reference_max_redirects, std::pair<std::int64_t, std::int64_t>{0, 10});
   r.read(images, "images", "allow_private_reference_urls", s.images.allow_private_reference_urls);
+  r.read(images, "images", "upstream_max_connections_per_host", s.images.upstream_max_connections_per_host, std::pair<std::int64_t, std::int64_t>{1, 100'000});
 
   r.mark("providers");
   if (const toml::node* node = root.get("providers")) {

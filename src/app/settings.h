@@ -56,6 +56,8 @@ struct ImagesSettings {
   int reference_max_redirects = 3;
   // Let reference-image URLs reach loopback/private/link-local addresses (tests only).
   bool allow_private_reference_urls = false;
+  // Concurrent connections to one upstream host; more requests wait in the client's queue.
+  int upstream_max_connections_per_host = 4096;
 };
 
 struct Settings {

@@ -12,6 +12,9 @@ std::string printable(std::string_view bytes, std::size_t max_len = 200);
 
 std::string to_lower_ascii(std::string_view s);
 
+// Number of Unicode code points (prompt limits count characters, not bytes).
+std::size_t utf8_length(std::string_view s);
+
 // True when every byte sequence is well-formed UTF-8.
 bool is_valid_utf8(std::string_view s);
 

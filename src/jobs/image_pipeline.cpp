@@ -11,12 +11,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::size_t code_points(std::string_view s) {
-  std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 bool contains(const std::vector<std::string>& list, std::string_view v) {
   for (const auto& item : list) {
     if (item == v) return true;
@@ -43,7 +37,7 @@ Result<void> check_capabilities(const ImageRequest& req, const ModelCapabilities
   if (req.prompt.empty() && req.images.empty()) {
     return fail(ErrorCode::kInvalidRequest, "'prompt' is required", "prompt");
   }
-  if (code_points(req.prompt) > caps.max_prompt_chars) {
+  if (utf8_length(req.prompt) > caps.max_prompt_chars) {
     return fail(ErrorCode::kInvalidRequest,
                 "'prompt' is longer than " + std::to_string(caps.max_prompt_chars) +
                     " characters for this model",
@@ -182,7 +176,7 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   price_input.quality = !size->quality.empty() ? size->quality : request.quality.value_or("");
   price_input.n = request.n;
   price_input.reference_images = static_cast<std::int64_t>(inputs.size());
-  price_input.prompt_chars = static_cast<std::int64_t>(code_points(request.prompt));
+  price_input.prompt_chars = static_cast<std::int64_t>(utf8_length(request.prompt));
   auto price = billing::quote(model->price, price_input);
   if (!price) co_return std::unexpected(price.error());
 
