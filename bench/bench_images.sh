@@ -184,7 +184,11 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   # shellcheck disable=SC2086
   measure1 p_ngx "$NGX_URL" -- "$NGX_PID" $NGX_WORKER_PIDS
   bench_log "1. throughput: imagegate -> fake"
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$FAKE_PORT/_reset"
   measure1 p_ig "$IG_URL" -- "$IG_PID"
+  # Upstream connections opened by imagegate (warm-up included) vs generations it asked for.
+  read -r P_IG_FAKE_GEN P_IG_FAKE_CONNS <<<"$(curl -fsS "http://127.0.0.1:$FAKE_PORT/_stats" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["generations"], d["connections"])')"
   IG1_HWM="$(vm_field "$IG_PID" VmHWM)"
   IG1_THREADS="$(awk '$1 == "Threads:" {print $2}' "/proc/$IG_PID/status")"
   IG1_LEDGER="$(ledger_check)"
@@ -365,6 +369,7 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   done
   echo "ratios: imagegate/nginx $R_IG_NGX, imagegate/direct $R_IG_FAKE, nginx/direct $R_NGX_FAKE"
   echo "imagegate: VmHWM $IG1_HWM (after startup reset), $IG1_THREADS threads; ledger check: $IG1_LEDGER"
+  echo "imagegate -> fake (incl. warm-up): $P_IG_FAKE_GEN generations over $P_IG_FAKE_CONNS upstream connections"
   echo "(fake cores ~1.0 means the single-threaded Python fake is the bottleneck)"
 fi
 if [[ "$SKIP" != *" 2 "* ]]; then
