@@ -36,8 +36,16 @@ awaitable<Result<std::pair<accounts::Principal, store::User>>> AccountApi::load_
   auto principal = co_await authenticate_request(auth_, req);
   if (!principal) co_return std::unexpected(principal.error());
   const std::int64_t user_id = principal->user_id;
+  // The version is read before the row: a commit in between leaves the entry stale, never wrong.
+  auto version = store_.change_counter();
+  if (version) {
+    if (auto hit = cached_user(user_id, *version)) {
+      co_return std::make_pair(std::move(*principal), std::move(*hit));
+    }
+  }
   auto load = [this, user_id] { return store_.find_user(user_id); };
   auto user = co_await pool_.run(load);
+  if (user && version) remember_user(*user, *version);
   if (!user) {
     if (user.error().code == store::StoreErrc::kNotFound) {
       co_return std::unexpected(Error{ErrorCode::kInvalidApiKey, "Invalid API key."});
@@ -45,6 +53,19 @@ awaitable<Result<std::pair<accounts::Principal, store::User>>> AccountApi::load_
     co_return std::unexpected(Error{ErrorCode::kUnavailable, "Store unavailable."});
   }
   co_return std::make_pair(std::move(*principal), std::move(*user));
+}
+
+std::optional<store::User> AccountApi::cached_user(std::int64_t user_id, std::int64_t version) {
+  std::lock_guard lock(users_mu_);
+  auto it = users_.find(user_id);
+  if (it == users_.end() || it->second.version != version) return std::nullopt;
+  return it->second.user;
+}
+
+void AccountApi::remember_user(const store::User& user, std::int64_t version) {
+  std::lock_guard lock(users_mu_);
+  if (users_.size() >= 100'000) users_.clear();
+  users_[user.id] = CachedUser{version, user};
 }
 
 awaitable<http::Response> AccountApi::me(http::Request& req) {

@@ -3,6 +3,9 @@
 // unauthenticated probes /healthz and /readyz.
 
 #include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -39,10 +42,21 @@ class AccountApi {
   boost::asio::awaitable<Result<std::pair<accounts::Principal, store::User>>> load_user(
       http::Request& req);
 
+  // User rows keyed on the store's change counter: a hit needs no pool hop, and any commit by
+  // anyone (a grant from the CLI included) makes every entry stale at once.
+  struct CachedUser {
+    std::int64_t version = 0;
+    store::User user;
+  };
+  std::optional<store::User> cached_user(std::int64_t user_id, std::int64_t version);
+  void remember_user(const store::User& user, std::int64_t version);
+
   store::Store& store_;
   BlockingPool& pool_;
   accounts::Authenticator& auth_;
   AccountApiSettings settings_;
+  std::mutex users_mu_;
+  std::unordered_map<std::int64_t, CachedUser> users_;
   std::string models_body_;  // rendered once: the catalog is fixed for the process lifetime
 };
 

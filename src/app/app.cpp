@@ -22,6 +22,7 @@
 #include "accounts/authenticator.h"
 #include "accounts/password.h"
 #include "api/account_api.h"
+#include "app/batching_sink.h"
 #include "http/blocking_pool.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -50,7 +51,7 @@ Result<std::unique_ptr<store::Store>> open_store(const Settings& settings, const
                 "cannot create data_dir '" + settings.data_dir + "': " + ec.message());
   }
   store::SqliteSettings sqlite{settings.store_path(), settings.store.busy_timeout_ms,
-                               settings.store.pool_size};
+                               settings.store.pool_size, settings.store.synchronous == "full"};
   auto opened = store::SqliteStore::open(sqlite, clock);
   if (!opened) {
     return fail(ErrorCode::kInternal,
@@ -196,6 +197,10 @@ int serve(const Settings& settings) {
   // Upstream channels are operator-configured (trusted); reference-image URLs come from
   // clients (strict address policy), so they get a client of their own.
   net::CurlClientSettings upstream_settings;
+  // Operator-configured upstreams may sit on a private network. This is the client's default
+  // policy, so upstream connections are reused; a channel that opts out gets the strict policy
+  // per request (and fresh connections).
+  upstream_settings.address_policy = net::AddressPolicy{true, true, true};
   upstream_settings.max_connections_per_host =
       static_cast<std::size_t>(settings.images.upstream_max_connections_per_host);
   upstream_settings.max_total_connections = upstream_settings.max_connections_per_host * 2;
@@ -223,7 +228,7 @@ int serve(const Settings& settings) {
       channel.proxy = p.proxy;
       channel.extra_headers = p.headers;
       for (const auto& [from, to] : p.model_map) channel.model_map[from] = to;
-      if (p.allow_private_network) channel.address_policy = net::AddressPolicy{true, true, true};
+      if (!p.allow_private_network) channel.address_policy = net::AddressPolicy{};
       registry.add(std::make_unique<providers::OpenAiProvider>(upstream_client, channel));
     }
   }
@@ -251,10 +256,11 @@ int serve(const Settings& settings) {
                             public_base_url, settings.images.api);
   images_api.register_routes(router);
 
-  auto access_pool = std::make_shared<spdlog::details::thread_pool>(8192, 1);
-  auto access_log = std::make_shared<spdlog::async_logger>(
-      "access", log->sinks().begin(), log->sinks().end(), access_pool,
-      spdlog::async_overflow_policy::block);
+  // The access log writes one line per request: batched, so the hot path never wakes a
+  // thread or makes a system call for it.
+  auto access_sink = std::make_shared<BatchingSink>(STDERR_FILENO);
+  access_sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  auto access_log = std::make_shared<spdlog::logger>("access", access_sink);
   access_log->set_level(log->level());
 
   http::Server server(ioc, settings.server, router, access_log);

@@ -218,6 +218,9 @@ Result<void> validate(const Settings& s) {
     return fail(ErrorCode::kInvalidRequest,
                 "store.backend: '" + s.store.backend + "' is not available (supported: sqlite)");
   }
+  if (s.store.synchronous != "full" && s.store.synchronous != "normal") {
+    return fail(ErrorCode::kInvalidRequest, "store.synchronous must be full or normal");
+  }
   if (s.data_dir.empty()) return fail(ErrorCode::kInvalidRequest, "data_dir must not be empty");
   if (!s.public_base_url.empty() && !s.public_base_url.starts_with("http://") &&
       !s.public_base_url.starts_with("https://")) {
@@ -318,6 +321,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(store, "store", "path", s.store.path);
   r.read(store, "store", "busy_timeout_ms", s.store.busy_timeout_ms, std::pair<std::int64_t, std::int64_t>{0, 600'000});
   r.read(store, "store", "pool_size", s.store.pool_size, std::pair<std::int64_t, std::int64_t>{1, 64});
+  r.read(store, "store", "synchronous", s.store.synchronous);
 
   const auto& auth = section(root, "auth", r, errors);
   r.read(auth, "auth", "cache_ttl_ms", s.auth.cache_ttl_ms, std::pair<std::int64_t, std::int64_t>{0, 3'600'000});

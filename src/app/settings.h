@@ -21,6 +21,7 @@ struct StoreSettings {
   std::string path;  // empty: <data_dir>/imagegate.db
   int busy_timeout_ms = 5'000;
   int pool_size = 4;
+  std::string synchronous = "full";  // "full" | "normal" (see imagegate.example.toml)
 };
 
 struct BootstrapSettings {

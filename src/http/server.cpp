@@ -33,8 +33,13 @@ bool is_sane_request_id(std::string_view id) {
 namespace {
 
 struct Connection {
-  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {
+    boost::system::error_code ec;
+    auto remote = beast::get_lowest_layer(stream).socket().remote_endpoint(ec);
+    if (!ec) remote_ip = remote.address().to_string();
+  }
   beast::tcp_stream stream;
+  std::string remote_ip;  // read once per connection, not per request
   bool busy = false;  // touched only on the connection's strand
 };
 
@@ -279,9 +284,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         req.headers.emplace_back(to_lower_ascii(field.name_string()), std::string(field.value()));
       }
       req.request_id = rid;
-      boost::system::error_code ep_ec;
-      auto remote = beast::get_lowest_layer(conn->stream).socket().remote_endpoint(ep_ec);
-      if (!ep_ec) req.remote_ip = remote.address().to_string();
+      req.remote_ip = conn->remote_ip;
       const bool keep_alive = head.keep_alive();
       const bool is_head = head.method() == bhttp::verb::head;
       req.body = std::move(head.body());

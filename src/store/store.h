@@ -157,6 +157,11 @@ class Store {
   // Batched last_used_at updates: (key_id, unix seconds). Never moves a timestamp backwards.
   virtual StoreResult<void> touch_api_keys(
       const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) = 0;
+  // A value that changes whenever any writer (this process or another) committed anything since
+  // the last call. Unlike every other method it is cheap and does no disk I/O, so it may be
+  // called from an IO thread: caches of store rows key on it. An implementation may return a
+  // new value more often than needed (never less).
+  virtual StoreResult<std::int64_t> change_counter() = 0;
   // Monotonic counter that changes whenever a key is revoked or a user disabled, so an auth
   // cache can notice revocations made by another process.
   virtual StoreResult<std::int64_t> auth_version() = 0;

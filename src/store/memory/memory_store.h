@@ -1,4 +1,6 @@
 #pragma once
+
+#include <atomic>
 // MemoryStore: an in-process Store fake for unit tests. It keeps every promise of store.h with
 // exactly the semantics of SqliteStore (store_contract_test runs the same suite against both),
 // but holds everything in memory behind one mutex and persists nothing.
@@ -17,6 +19,10 @@
 namespace ig::store {
 
 class MemoryStore : public Store {
+ private:
+  std::atomic<std::int64_t> change_calls_{0};
+
+ public:
  public:
   explicit MemoryStore(const Clock& clock);
 
@@ -37,6 +43,8 @@ class MemoryStore : public Store {
   StoreResult<void> touch_api_keys(
       const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) override;
   StoreResult<std::int64_t> auth_version() override;
+  // Conservative: a new value on every call, so caches keyed on it never serve stale data.
+  StoreResult<std::int64_t> change_counter() override { return ++change_calls_; }
 
   StoreResult<LedgerEntry> grant(std::int64_t user_id, Micros amount,
                                  std::string_view note) override;

@@ -366,7 +366,10 @@ class SqliteConnection {
       if (!mode) return std::unexpected(mode.error());
       return err(StoreErrc::kUnavailable, "cannot switch " + settings.path + " to WAL mode");
     }
-    if (auto pragmas = conn->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !pragmas) {
+    const char* pragmas_sql = settings.synchronous_full
+                                  ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                                  : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+    if (auto pragmas = conn->exec(pragmas_sql); !pragmas) {
       return std::unexpected(pragmas.error());
     }
     return conn;
@@ -449,6 +452,14 @@ class SqlitePool {
   // processes are still excluded by BEGIN IMMEDIATE.
   std::mutex& writer_mutex() { return writer_mu_; }
 
+  // A connection that never writes and only answers `PRAGMA data_version` (change_counter).
+  void set_probe(std::unique_ptr<SqliteConnection> conn) { probe_ = std::move(conn); }
+  template <class F>
+  auto with_probe(F&& f) {
+    std::lock_guard lock(probe_mu_);
+    return f(*probe_);
+  }
+
  private:
   void give_back(SqliteConnection* conn) {
     {
@@ -462,6 +473,8 @@ class SqlitePool {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<SqliteConnection>> all_;
   std::vector<SqliteConnection*> idle_;  // guarded by mu_
+  std::mutex probe_mu_;
+  std::unique_ptr<SqliteConnection> probe_;
   std::mutex writer_mu_;
 };
 
@@ -810,6 +823,9 @@ StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings
       }
       pool->add(std::move(*conn));
     }
+    auto probe = SqliteConnection::open(settings);
+    if (!probe) return std::unexpected(probe.error());
+    pool->set_probe(std::move(*probe));
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(pool), clock));
   } catch (const std::exception& e) {
     return err(StoreErrc::kUnavailable, std::string("opening sqlite store: ") + e.what());
@@ -978,6 +994,15 @@ StoreResult<void> SqliteStore::touch_api_keys(
       if (!touched) return touched;
     }
     return {};
+  });
+}
+
+// PRAGMA data_version on a connection that never writes changes exactly when another connection
+// (of this process or any other) committed. It reads the WAL index in shared memory: no disk
+// I/O, so it is cheap enough for an IO thread.
+StoreResult<std::int64_t> SqliteStore::change_counter() {
+  return pool_->with_probe([](SqliteConnection& c) {
+    return found(c.prepare("PRAGMA data_version").one(read_i64), "data_version", 0);
   });
 }
 

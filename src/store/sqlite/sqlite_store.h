@@ -8,7 +8,9 @@
 //    number of times, then reported as kUnavailable.
 //  - The schema is versioned; open() applies missing migrations exactly once, safely even when
 //    two processes open the same file at the same moment.
-//  - Committed ledger changes survive power loss (synchronous=FULL).
+//  - Committed ledger changes survive power loss with synchronous=FULL (the default); with
+//    NORMAL they survive a crash of the process, and a power loss can roll back the last
+//    commits but never leaves the ledger inconsistent.
 //  - No SQL leaves this folder; no exception leaves this class.
 
 #include <cstdint>
@@ -31,6 +33,7 @@ struct SqliteSettings {
   std::string path;  // database file; missing parent directories are created
   int busy_timeout_ms = 5000;
   int pool_size = 4;
+  bool synchronous_full = true;  // false: synchronous=NORMAL (one fsync per checkpoint, not commit)
 };
 
 class SqliteStore final : public Store {
@@ -61,6 +64,7 @@ class SqliteStore final : public Store {
   StoreResult<void> touch_api_keys(
       const std::vector<std::pair<std::int64_t, std::int64_t>>& key_last_used) override;
   StoreResult<std::int64_t> auth_version() override;
+  StoreResult<std::int64_t> change_counter() override;
 
   StoreResult<LedgerEntry> grant(std::int64_t user_id, Micros amount,
                                  std::string_view note) override;
