@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -161,6 +162,10 @@ asio::awaitable<void> auth_maintenance(accounts::Authenticator& auth, BlockingPo
 int serve(const Settings& settings) {
   auto log = spdlog::default_logger();
   raise_fd_limit();
+  // Image bodies are tens of MB. A fixed mmap threshold makes glibc map every large buffer
+  // separately and unmap it on free, instead of raising the threshold after the first free and
+  // keeping freed 4K images in the heap for good.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   SystemClock clock;
   SodiumRandom random;
 

@@ -539,7 +539,7 @@ asio::awaitable<std::expected<std::string, ProviderError>> OpenAiProvider::downl
   co_return std::move(response->body);
 }
 
-asio::awaitable<Outcome> OpenAiProvider::parse_reply(const std::string& body, int status) {
+asio::awaitable<Outcome> OpenAiProvider::parse_reply(std::string& body, int status) {
   boost::system::error_code ec;
   json::value doc = json::parse(body, ec);
   if (ec || !doc.is_object()) {
@@ -547,26 +547,28 @@ asio::awaitable<Outcome> OpenAiProvider::parse_reply(const std::string& body, in
                       "upstream returned a non-JSON reply: " + printable(body, 200), status);
   }
   json::object& root = doc.get_object();
-  const json::value* data = root.if_contains("data");
+  json::value* data = root.if_contains("data");
   if (data == nullptr || !data->is_array() || data->get_array().empty()) {
     std::string why = error_message_of(body);
     co_return failure(FailureKind::kFailed,
                       why.empty() ? "upstream reply has no images" : "upstream reply: " + why,
                       status);
   }
+  std::string().swap(body);  // parsed: the raw reply is no longer needed
   ImageResult result;
   result.usage = parse_usage(root);
-  for (const json::value& item : data->get_array()) {
+  for (json::value& item : data->get_array()) {
     if (!item.is_object()) {
       co_return failure(FailureKind::kFailed, "upstream reply has a malformed image", status);
     }
-    const json::object& entry = item.get_object();
+    json::object& entry = item.get_object();
     std::string bytes;
     if (std::string_view b64 = string_field(entry, "b64_json"); !b64.empty()) {
       std::optional<std::string> decoded = decode_base64(b64);
       if (!decoded) {
         co_return failure(FailureKind::kFailed, "upstream image is not valid base64", status);
       }
+      entry.erase("b64_json");  // decoded: drop the base64 text before the next image
       bytes = std::move(*decoded);
     } else if (std::string_view url = string_field(entry, "url"); !url.empty()) {
       const std::string link(url);

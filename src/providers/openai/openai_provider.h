@@ -76,9 +76,11 @@ class OpenAiProvider final : public ImageProvider {
  private:
   std::string upstream_model(const std::string& model) const;
   net::HttpRequest build_request(const ImageTask& task, bool stream) const;
-  // Parses a complete (non-streamed) 2xx reply and downloads `url` images.
+  // Parses a complete (non-streamed) 2xx reply and downloads `url` images. Consumes `body`:
+  // it is released as soon as it is parsed, and each base64 string once decoded, so a 4K reply
+  // never has its raw body, its parsed copy and the decoded image alive at the same time.
   boost::asio::awaitable<std::expected<ImageResult, ProviderError>> parse_reply(
-      const std::string& body, int status);
+      std::string& body, int status);
   boost::asio::awaitable<std::expected<std::string, ProviderError>> download(
       const std::string& url);
   boost::asio::awaitable<std::expected<ImageResult, ProviderError>> generate_streamed(
