@@ -214,7 +214,7 @@ echo "== GET $URI: imagegate vs nginx static file ($(date -u '+%Y-%m-%d %H:%M UT
 echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr);" \
   "wrk, imagegate and nginx share all cores"
 echo "imagegate: build/release/imagegate ($(cd "$BENCH_REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-  "+ working tree), io_threads=0 (=$(nproc)), $IG_THREADS threads, access log -> file"
+  "+ working tree; binary built $(date -u -r "$BENCH_REPO/build/release/imagegate" '+%Y-%m-%d %H:%M UTC')), io_threads=0 (=$(nproc)), $IG_THREADS threads, access log -> file"
 echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes ${NGINX_WORKERS:-auto}, access_log -> file"
 echo "background CPU load before the run: ${BACKGROUND_BUSY}% of the machine$( [ "$BACKGROUND_BUSY" -gt 10 ] && echo ' -- WARNING: not idle, figures distorted')"
 echo "reply: body $BODY_BYTES bytes; headers imagegate $IG_HDR_BYTES bytes, nginx $NGX_HDR_BYTES bytes"

@@ -9,6 +9,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -194,7 +195,17 @@ int serve(const Settings& settings) {
   const int io_threads = settings.io_threads > 0
                              ? settings.io_threads
                              : std::max(1u, std::thread::hardware_concurrency());
-  asio::io_context ioc(io_threads);
+  // One io_context per IO thread. The first also runs the acceptor, signals, timers and the
+  // upstream clients; connections are spread over all of them.
+  asio::io_context ioc(1);
+  std::vector<std::unique_ptr<asio::io_context>> extra_contexts;
+  std::vector<asio::io_context*> io_contexts{&ioc};
+  for (int i = 1; i < io_threads; ++i) {
+    extra_contexts.push_back(std::make_unique<asio::io_context>(1));
+    io_contexts.push_back(extra_contexts.back().get());
+  }
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
+  for (auto& ctx : extra_contexts) keep_running.push_back(asio::make_work_guard(*ctx));
   BlockingPool pool(static_cast<std::size_t>(settings.blocking_threads));
   accounts::Authenticator auth(**store, pool, clock, settings.auth);
   auth.poll_revocations();
@@ -268,7 +279,7 @@ int serve(const Settings& settings) {
   auto access_log = std::make_shared<spdlog::logger>("access", access_sink);
   access_log->set_level(log->level());
 
-  http::Server server(ioc, settings.server, router, access_log);
+  http::Server server(ioc, io_contexts, settings.server, router, access_log);
   // Signals are handled from here on, before anything is printed: a SIGTERM that follows the
   // listening line always drains gracefully.
   auto stopping = std::make_shared<std::atomic<bool>>(false);
@@ -279,7 +290,7 @@ int serve(const Settings& settings) {
     server.begin_shutdown([&, stopping](bool drained) {
       if (!drained) log->warn("grace period over with requests still in flight; stopping");
       *stopping = true;
-      ioc.stop();
+      for (auto* ctx : io_contexts) ctx->stop();
     });
   });
 
@@ -302,7 +313,7 @@ int serve(const Settings& settings) {
   asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
 
   std::vector<std::thread> threads;
-  for (int i = 1; i < io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  for (auto& ctx : extra_contexts) threads.emplace_back([c = ctx.get()] { c->run(); });
   ioc.run();
   for (auto& t : threads) t.join();
   upstream_client.shutdown();

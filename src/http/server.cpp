@@ -83,9 +83,10 @@ class ChunkWriter final : public BodyWriter {
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
-  Impl(asio::io_context& ioc, ServerSettings settings, const Router& router,
-       std::shared_ptr<spdlog::logger> log)
+  Impl(asio::io_context& ioc, std::vector<asio::io_context*> workers, ServerSettings settings,
+       const Router& router, std::shared_ptr<spdlog::logger> log)
       : ioc_(ioc),
+        workers_(std::move(workers)),
         settings_(std::move(settings)),
         router_(router),
         log_(std::move(log)),
@@ -120,8 +121,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
     while (!draining_) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_),
-                                                          asio::as_tuple(asio::use_awaitable));
+      // Accept on the main context, then hand the descriptor to a worker: the pending accept
+      // then never refers to a worker context, whatever the order of teardown.
+      auto [ec, accepted] = co_await acceptor_.async_accept(asio::make_strand(ioc_),
+                                                            asio::as_tuple(asio::use_awaitable));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
         // EMFILE and friends: back off instead of spinning.
@@ -132,8 +135,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       if (connection_count() >= settings_.max_connections) {
         boost::system::error_code ignored;
-        socket.close(ignored);
+        accepted.close(ignored);
         continue;
+      }
+      tcp::socket socket = std::move(accepted);
+      if (!workers_.empty()) {
+        asio::io_context& worker = *workers_[next_worker_++ % workers_.size()];
+        boost::system::error_code move_ec;
+        const auto protocol = accepted_protocol(socket);
+        tcp::socket moved(worker);
+        moved.assign(protocol, socket.release(move_ec), move_ec);
+        if (move_ec) continue;
+        socket = std::move(moved);
       }
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
@@ -145,6 +158,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       asio::co_spawn(conn->stream.get_executor(), session(conn, id), asio::detached);
     }
+  }
+
+  static tcp accepted_protocol(const tcp::socket& socket) {
+    boost::system::error_code ec;
+    auto local = socket.local_endpoint(ec);
+    return ec ? tcp::v4() : local.protocol();
   }
 
   std::size_t connection_count() const {
@@ -388,6 +407,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   asio::io_context& ioc_;
+  std::vector<asio::io_context*> workers_;
+  std::size_t next_worker_ = 0;  // only the accept loop touches it
   ServerSettings settings_;
   const Router& router_;
   std::shared_ptr<spdlog::logger> log_;
@@ -400,9 +421,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<std::uint64_t> rid_counter_{1};
 };
 
-Server::Server(asio::io_context& ioc, ServerSettings settings, const Router& router,
+Server::Server(asio::io_context& ioc, std::vector<asio::io_context*> workers,
+               ServerSettings settings, const Router& router,
                std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_shared<Impl>(ioc, std::move(settings), router, std::move(log))) {}
+    : impl_(std::make_shared<Impl>(ioc, std::move(workers), std::move(settings), router,
+                                   std::move(log))) {}
 
 Server::~Server() = default;
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "http/router.h"
@@ -35,8 +36,11 @@ struct ServerSettings {
 
 class Server {
  public:
-  Server(boost::asio::io_context& ioc, ServerSettings settings, const Router& router,
-         std::shared_ptr<spdlog::logger> log);
+  // `ioc` runs the acceptor and shutdown. Connections go round-robin to `workers`, each run by
+  // exactly one thread, so a connection needs no strand and threads never contend for one
+  // scheduler. With no workers, connections run on strands of `ioc`.
+  Server(boost::asio::io_context& ioc, std::vector<boost::asio::io_context*> workers,
+         ServerSettings settings, const Router& router, std::shared_ptr<spdlog::logger> log);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
