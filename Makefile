@@ -17,7 +17,7 @@ test: build-debug
 build-release:
 	@scripts/install-deps.sh build
 	@cmake --preset release >/dev/null
-	cmake --build --preset release -j $(JOBS)
+	cmake --build --preset release -j $(JOBS) --target imagegate
 
 build-debug:
 	@scripts/install-deps.sh build
@@ -26,6 +26,7 @@ build-debug:
 
 bench: build-release
 	@scripts/install-deps.sh bench
+	cmake --build --preset release -j $(JOBS) --target imagegate_microbench
 	bench/run_all.sh
 
 # libFuzzer targets with clang 16 (Debian's clang 14 lacks what libstdc++ 12's <expected> needs;

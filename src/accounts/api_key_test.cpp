@@ -51,7 +51,9 @@ TEST(ApiKeyTest, RejectsMalformedAuthorization) {
         "Bearer sk-" + std::string(40, 'a') + " x", "Bearerx" + key}) {
     auto r = parse_bearer(bad);
     EXPECT_FALSE(r.has_value()) << bad.substr(0, 40);
-    if (!r) EXPECT_EQ(r.error().code, ErrorCode::kInvalidApiKey);
+    if (!r) {
+      EXPECT_EQ(r.error().code, ErrorCode::kInvalidApiKey);
+    }
   }
 }
 

@@ -26,7 +26,9 @@ TEST(MoneyTest, RejectsBadInput) {
                           "99999999999", "-", "."}) {
     auto r = parse_credits(bad);
     EXPECT_FALSE(r.has_value()) << "accepted '" << bad << "'";
-    if (!r) EXPECT_EQ(r.error().code, ErrorCode::kInvalidRequest);
+    if (!r) {
+      EXPECT_EQ(r.error().code, ErrorCode::kInvalidRequest);
+    }
   }
 }
 
