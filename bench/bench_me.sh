@@ -15,7 +15,8 @@
 # (imagegate >= 0.5x nginx req/s; p99 < 5 ms at half peak) were met. Always exits 0 once the
 # benchmark ran: a missed target prints MISSED, it does not fail the script.
 #
-# Knobs (environment): BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_CONNECTIONS (64),
+# Knobs (environment): BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_CALIBRATE (3s, each
+# half-rate calibration run), BENCH_CONNECTIONS (64),
 # BENCH_THREADS (1, wrk threads), NGINX_WORKERS (auto = one per core, like imagegate's
 # io_threads = 0), BENCH_NO_LOG_VARIANT (1), BENCH_KEEP_TMP (set: keep logs/temp dir).
 #
@@ -30,6 +31,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${BENCH_DURATION:-10s}"
 WARMUP="${BENCH_WARMUP:-2s}"
+CALIBRATE="${BENCH_CALIBRATE:-3s}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-1}"
 NO_LOG_VARIANT="${BENCH_NO_LOG_VARIANT:-1}"
@@ -146,26 +148,31 @@ TARGET_RPS=$((ig_peak_rps / 2))
 # Each connection sends, waits for the reply, then sleeps delay() ms: rate ~ CONNS*1000/delay.
 base_delay() { awk -v c="$CONNS" -v r="$1" 'BEGIN { printf "%.3f", c * 1000 / r }'; }
 
-# paced NAME URL PIDS...: runs at TARGET_RPS; if the achieved rate is off by more than 5 %
-# (service time adds to each connection's period), corrects the delay once and reruns.
+# paced NAME URL PIDS...: one measured run at TARGET_RPS. Each connection's period is the
+# delay plus the service time, so the delay is first calibrated with short runs (up to 3 of
+# BENCH_CALIBRATE): period observed = CONNS/achieved, period wanted = CONNS/target, and the
+# difference comes off the delay (an additive correction: the service time does not scale
+# with the delay).
 paced() {
   local name="$1" url="$2"
   shift 2
-  local delay
+  local delay rps_var="${name}_cal_rps" off
   delay="$(base_delay "$TARGET_RPS")"
-  for attempt in 1 2; do
+  for attempt in 1 2 3; do
     BENCH_DELAY_MS="$delay"
     export BENCH_DELAY_MS
-    measure "$name" "$url" "$@" -- "${WRK_COMMON[@]}" -s "$BENCH_TMP/paced.lua"
-    local rps_var="${name}_rps"
-    local off
-    off="$(awk -v a="${!rps_var}" -v t="$TARGET_RPS" 'BEGIN { d = (a - t) / t; print ((d > 0.05 || d < -0.05) ? 1 : 0) }')"
-    printf -v "${name}_delay" '%s' "$delay"
-    if [ "$off" != 1 ] || [ "$attempt" != 1 ]; then break; fi
-    delay="$(awk -v d="$delay" -v a="${!rps_var}" -v t="$TARGET_RPS" 'BEGIN { printf "%.3f", d * a / t }')"
-    unset 'CMDS[${#CMDS[@]}-1]'
-    bench_log "  achieved ${!rps_var} req/s vs target $TARGET_RPS: delay -> $delay ms, rerun"
+    run_wrk "${name}_cal" -t"$THREADS" -c"$CONNS" -d"$CALIBRATE" -H "$AUTH" \
+      -s "$BENCH_TMP/paced.lua" "$url" || { check_servers; exit 1; }
+    off="$(awk -v a="${!rps_var}" -v t="$TARGET_RPS" 'BEGIN { d = (a - t) / t; print ((d > 0.03 || d < -0.03) ? 1 : 0) }')"
+    [ "$off" = 1 ] || break
+    delay="$(awk -v d="$delay" -v a="${!rps_var}" -v t="$TARGET_RPS" -v c="$CONNS" \
+      'BEGIN { n = d - (c / a - c / t) * 1000; if (n < 0.05) n = 0.05; printf "%.3f", n }')"
+    bench_log "  calibration $attempt: ${!rps_var} req/s at target $TARGET_RPS -> delay $delay ms"
   done
+  BENCH_DELAY_MS="$delay"
+  export BENCH_DELAY_MS
+  measure "$name" "$url" "$@" -- "${WRK_COMMON[@]}" -s "$BENCH_TMP/paced.lua"
+  printf -v "${name}_delay" '%s' "$delay"
   # The command line as actually run (the delay travels in the environment).
   local last=$((${#CMDS[@]} - 1))
   CMDS[last]="BENCH_DELAY_MS=$delay ${CMDS[last]}"
