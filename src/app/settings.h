@@ -66,7 +66,7 @@ struct Settings {
   std::string public_base_url;  // empty: http://<host>:<port>
   std::string log_level = "info";
   int io_threads = 0;           // 0: one per core
-  int blocking_threads = 4;
+  int blocking_threads = 16;
   http::ServerSettings server;
   StoreSettings store;
   accounts::AuthSettings auth;

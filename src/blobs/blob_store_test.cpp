@@ -458,21 +458,37 @@ class LocalBlobStoreTest : public testing::Test {
   SodiumRandom random_;
 };
 
-TEST_F(LocalBlobStoreTest, LaysOutRawBytesAndASidecarUnderATwoCharacterFanOut) {
+TEST_F(LocalBlobStoreTest, LaysOutOneFileWithAHeaderUnderATwoCharacterFanOut) {
   LocalBlobStore store(root(), random_, clock_);
   auto info = store.put("PNG bytes", "image/png");
   ASSERT_TRUE(ok(info));
   const fs::path dir = root() / info->id.substr(0, 2);
-  EXPECT_EQ(read_file(dir / info->id), "PNG bytes");
-  std::string meta = read_file(dir / (info->id + ".meta"));
-  EXPECT_NE(meta.find("content_type=image/png\n"), std::string::npos) << meta;
-  EXPECT_NE(meta.find("etag=" + info->etag + "\n"), std::string::npos) << meta;
+  const std::string file = read_file(dir / info->id);
+  EXPECT_TRUE(file.starts_with("imagegate-blob 2\n")) << file;
+  EXPECT_NE(file.find("\ncontent_type=image/png\n"), std::string::npos) << file;
+  EXPECT_NE(file.find("\netag=" + info->etag + "\n"), std::string::npos) << file;
+  EXPECT_TRUE(file.ends_with("\n\nPNG bytes")) << file;
   std::set<std::string> entries;
   for (const auto& entry : fs::directory_iterator(root())) {
     entries.insert(entry.path().filename().string());
   }
   EXPECT_EQ(entries, (std::set<std::string>{"tmp", info->id.substr(0, 2)}));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
   EXPECT_TRUE(fs::is_empty(root() / "tmp"));
+}
+
+// Bytes that look like a header inside the data are just data.
+TEST_F(LocalBlobStoreTest, DataThatLooksLikeAHeaderIsReadBackVerbatim) {
+  LocalBlobStore store(root(), random_, clock_);
+  const std::string tricky = "\n\nimagegate-blob 2\nsize=1\n\n\n";
+  auto info = store.put(tricky, "image/png");
+  ASSERT_TRUE(ok(info));
+  auto bytes = store.read(info->id, 0, 1000);
+  ASSERT_TRUE(ok(bytes));
+  EXPECT_EQ(*bytes, tricky);
+  auto tail = store.read(info->id, 2, 3);
+  ASSERT_TRUE(ok(tail));
+  EXPECT_EQ(*tail, "ima");
 }
 
 TEST_F(LocalBlobStoreTest, BlobsSurviveReopening) {
@@ -505,8 +521,8 @@ TEST_F(LocalBlobStoreTest, WorksWithoutTouchingDiskUntilTheFirstPut) {
   EXPECT_FALSE(fs::exists(root()));
 }
 
-// What a crash can leave behind (a temp file, a sidecar without data, a half-written file
-// with a non-id name) is never a blob, and remove_temp_files() clears the temp files.
+// What a crash can leave behind (half-written temp files, files with non-id names) is never a
+// blob, and remove_temp_files() clears the temp files.
 TEST_F(LocalBlobStoreTest, CrashLeftoversAreNeverVisibleAsBlobs) {
   LocalBlobStore store(root(), random_, clock_);
   auto real = store.put("real", "image/png");
@@ -515,9 +531,9 @@ TEST_F(LocalBlobStoreTest, CrashLeftoversAreNeverVisibleAsBlobs) {
   const fs::path orphan_dir = root() / orphan_id.substr(0, 2);
   fs::create_directories(orphan_dir);
   write_file(orphan_dir / (orphan_id + ".meta"),
-             "imagegate-blob 1\ncontent_type=image/png\nsize=3\netag=\"ab\"\ncreated_at=1\n");
-  write_file(root() / "tmp" / "0123456789abcdef.data", "half");
-  write_file(root() / "tmp" / "0123456789abcdef.meta", "imagegate-blob 1\n");
+             "imagegate-blob 2\ncontent_type=image/png\nsize=3\netag=\"ab\"\ncreated_at=1\n\nabc");
+  write_file(root() / "tmp" / "0123456789abcdef.blob", "imagegate-blob 2\nhalf");
+  write_file(root() / "tmp" / "0123456789abcdeg.blob", "imagegate-blob 2\n");
 
   EXPECT_EQ(code(store.stat(orphan_id)), "kNotFound");
   EXPECT_EQ(code(store.read(orphan_id, 0, 3)), "kNotFound");
@@ -535,7 +551,7 @@ TEST_F(LocalBlobStoreTest, CrashLeftoversAreNeverVisibleAsBlobs) {
 }
 
 // A put that fails at the last step (the name is taken by a directory) reports an error and
-// leaves neither temp files nor a sidecar behind.
+// leaves no temp file behind.
 TEST_F(LocalBlobStoreTest, AFailedPutLeavesNothingBehind) {
   SeededRandom twin(42);
   const std::string next_id = twin.base62(kBlobIdLength);
@@ -555,15 +571,21 @@ TEST_F(LocalBlobStoreTest, AFailedPutLeavesNothingBehind) {
   EXPECT_NE(next->id, next_id);
 }
 
-TEST_F(LocalBlobStoreTest, CorruptOrMismatchedMetadataIsAnInternalError) {
+TEST_F(LocalBlobStoreTest, CorruptOrMismatchedHeadersAreAnInternalError) {
   LocalBlobStore store(root(), random_, clock_);
   auto info = store.put("twelve bytes", "image/png");
   ASSERT_TRUE(ok(info));
-  const fs::path dir = root() / info->id.substr(0, 2);
-  write_file(dir / info->id, "different size");
+  const fs::path path = root() / info->id.substr(0, 2) / info->id;
+  const std::string good = read_file(path);
+  write_file(path, good + "more");  // size differs from the header
   EXPECT_EQ(code(store.stat(info->id)), "kInternal");
-  write_file(dir / (info->id + ".meta"), "garbage");
+  EXPECT_EQ(code(store.read(info->id, 0, 1)), "kInternal");
+  write_file(path, "garbage");
   EXPECT_EQ(code(store.stat(info->id)), "kInternal");
+  write_file(path, "imagegate-blob 1\ncontent_type=image/png\nsize=0\netag=\"a\"\ncreated_at=1\n\n");
+  EXPECT_EQ(code(store.stat(info->id)), "kInternal");  // another format version
+  write_file(path, good);
+  EXPECT_TRUE(ok(store.stat(info->id)));
 }
 
 TEST_F(LocalBlobStoreTest, SymlinksInTheStoreAreNotFollowed) {

@@ -189,17 +189,11 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   new_job.dialect = caller.dialect;
   new_job.params_json = params_json(request, *size);
   new_job.reserve = *price;
+  new_job.start_running = true;
   auto create = [this, &new_job] { return store_.create_job(new_job); };
   auto created = co_await pool_.run(create);
   if (!created) co_return std::unexpected(store_error(created.error()));
   const std::string job_id = created->id;
-
-  JobUpdate start;
-  start.mark_started = true;
-  auto to_running = [this, &job_id, &start] {
-    return store_.transition_job(job_id, JobStatus::kQueued, JobStatus::kRunning, start);
-  };
-  (void)co_await pool_.run(to_running);
 
   PreparedImageJob prepared;
   prepared.model = model;
@@ -272,55 +266,67 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
                                     "The upstream image service failed: " + perr.message});
   }
 
-  // Results go to the blob store before the job succeeds: the URLs we hand out must work.
-  std::vector<StoredImage> stored;
-  auto put_all = [this, &result, &stored]() -> Result<int> {
-    for (auto& img : result->images) {
-      auto info = blobs_.put(img.bytes, img.mime);
-      if (!info) return std::unexpected(info.error());
-      stored.push_back(StoredImage{info->id, img.mime, img.width, img.height,
-                                   std::move(img.bytes), img.revised_prompt});
-    }
-    return static_cast<int>(stored.size());
-  };
-  auto put = co_await pool_.run(put_all);
-
   ImageJobOutcome outcome;
   outcome.size = job.size;
   outcome.quality = task.quality;
   outcome.usage = result->usage;
-  JobFinish finish;
-  finish.channel = channel_used;
-  if (!put) {
-    finish.status = JobStatus::kFailed;
-    finish.error_code = "internal_error";
-    finish.error_message = "storing the result failed: " + put.error().message;
-  } else {
-    std::optional<billing::TokenUsage> usage;
-    if (result->usage) {
-      usage = billing::TokenUsage{result->usage->input_text_tokens,
-                                  result->usage->input_image_tokens, result->usage->output_tokens,
-                                  0};
+  // One pool round trip: store the results (before the job succeeds: the URLs we hand out must
+  // work), finish and settle, and read the balance for X-Credits-Remaining.
+  struct Stored {
+    std::vector<StoredImage> images;
+    std::string put_error;
+    store::StoreResult<Job> finished = std::unexpected(store::StoreError{});
+    std::optional<Micros> balance;
+  };
+  Stored done;
+  auto store_results = [this, &result, &done, &job_id, &channel_used, &model, &price_input,
+                        price]() -> int {
+    for (auto& img : result->images) {
+      auto info = blobs_.put(img.bytes, img.mime);
+      if (!info) {
+        done.put_error = info.error().message;
+        break;
+      }
+      done.images.push_back(StoredImage{info->id, img.mime, img.width, img.height,
+                                        std::move(img.bytes), img.revised_prompt});
     }
-    billing::PriceInput delivered = price_input;
-    delivered.n = static_cast<std::int64_t>(stored.size());
-    auto charge = billing::settle_amount(model->price, delivered, usage);
-    finish.status = JobStatus::kSucceeded;
-    finish.charge = charge ? std::min(*charge, price) : price;
-    finish.result_json = result_json(stored, result->usage);
+    JobFinish finish;
+    finish.channel = channel_used;
+    if (!done.put_error.empty()) {
+      finish.status = JobStatus::kFailed;
+      finish.error_code = "internal_error";
+      finish.error_message = "storing the result failed: " + done.put_error;
+    } else {
+      std::optional<billing::TokenUsage> usage;
+      if (result->usage) {
+        usage = billing::TokenUsage{result->usage->input_text_tokens,
+                                    result->usage->input_image_tokens,
+                                    result->usage->output_tokens, 0};
+      }
+      billing::PriceInput delivered = price_input;
+      delivered.n = static_cast<std::int64_t>(done.images.size());
+      auto charge = billing::settle_amount(model->price, delivered, usage);
+      finish.status = JobStatus::kSucceeded;
+      finish.charge = charge ? std::min(*charge, price) : price;
+      finish.result_json = result_json(done.images, result->usage);
+    }
+    done.finished = store_.finish_job(job_id, finish);
+    if (done.finished) {
+      if (auto user = store_.find_user(done.finished->user_id)) done.balance = user->balance;
+    }
+    return 0;
+  };
+  (void)co_await pool_.run(store_results);
+  if (!done.put_error.empty()) {
+    co_return std::unexpected(
+        Error{ErrorCode::kInternal, "storing the result failed: " + done.put_error});
   }
-  auto finish_job = [this, &job_id, &finish] { return store_.finish_job(job_id, finish); };
-  auto finished = co_await pool_.run(finish_job);
-  if (!put) co_return std::unexpected(Error{ErrorCode::kInternal, finish.error_message});
-  if (!finished) co_return std::unexpected(store_error(finished.error()));
+  if (!done.finished) co_return std::unexpected(store_error(done.finished.error()));
 
-  const std::int64_t user_id = job.user_id;
-  auto load_user = [this, user_id] { return store_.find_user(user_id); };
-  auto user = co_await pool_.run(load_user);
-  outcome.job = std::move(*finished);
-  outcome.images = std::move(stored);
+  outcome.job = std::move(*done.finished);
+  outcome.images = std::move(done.images);
   outcome.charged = outcome.job.charged;
-  outcome.balance_after = user ? user->balance : 0;
+  outcome.balance_after = done.balance.value_or(0);
   co_return outcome;
 }
 

@@ -56,6 +56,9 @@ struct NewJob {
   std::string params_json;
   std::string callback_url;
   Micros reserve = 0;  // moved from the balance into the job's hold; 0 = free job, no hold
+  // Created already running (started now): a sync job, whose caller is its worker. Saves the
+  // queued -> running commit on the hot path.
+  bool start_running = false;
 };
 
 // Fields a non-final transition may set (unset = unchanged).

@@ -17,9 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::string_view kMetaFormat = "imagegate-blob 1";
-constexpr std::string_view kMetaSuffix = ".meta";
-constexpr std::size_t kMaxMetaBytes = 4096;
+constexpr std::string_view kMetaFormat = "imagegate-blob 2";
+constexpr std::size_t kMaxHeaderBytes = 4096;
 
 std::string errno_text(int err) { return std::system_category().message(err); }
 
@@ -72,27 +71,22 @@ std::string content_etag(std::string_view bytes) {
   return "\"" + std::string(hex) + "\"";
 }
 
-// Creates `path` (which must not exist) with `data`, fsynced.
-Result<void> write_new_file(const fs::path& path, std::string_view data) {
+// Creates `path` (which must not exist) holding `header` then `data`. Not synced: put() makes
+// it durable through the store's flush barrier.
+Result<void> write_new_file(const fs::path& path, std::string_view header, std::string_view data) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640));
   if (!fd.ok()) return internal("create temp file", errno);
-  while (!data.empty()) {
-    ssize_t n = ::write(fd.get(), data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return internal("write temp file", errno);
+  for (std::string_view part : {header, data}) {
+    while (!part.empty()) {
+      ssize_t n = ::write(fd.get(), part.data(), part.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return internal("write temp file", errno);
+      }
+      part.remove_prefix(static_cast<std::size_t>(n));
     }
-    data.remove_prefix(static_cast<std::size_t>(n));
   }
-  if (::fsync(fd.get()) != 0) return internal("fsync temp file", errno);
   if (::close(fd.release()) != 0) return internal("close temp file", errno);
-  return {};
-}
-
-Result<void> fsync_dir(const fs::path& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.ok()) return internal("open directory", errno);
-  if (::fsync(fd.get()) != 0) return internal("fsync directory", errno);
   return {};
 }
 
@@ -130,13 +124,13 @@ Result<std::string> read_at(const Fd& fd, std::uint64_t offset, std::uint64_t le
   return out;
 }
 
-std::string render_meta(const BlobInfo& info) {
+std::string render_header(const BlobInfo& info) {
   std::string out(kMetaFormat);
   out += "\ncontent_type=" + info.content_type;
   out += "\nsize=" + std::to_string(info.size);
   out += "\netag=" + info.etag;
   out += "\ncreated_at=" + std::to_string(info.created_at);
-  out += "\n";
+  out += "\n\n";
   return out;
 }
 
@@ -184,42 +178,67 @@ Result<BlobInfo> parse_meta(std::string_view id, std::string_view text) {
   return info;
 }
 
-Result<std::string> read_meta_file(const fs::path& path) {
+// An open blob file: its metadata and where the bytes start.
+struct OpenBlob {
+  Fd fd;
+  BlobInfo info;
+  std::uint64_t data_offset = 0;
+};
+
+Result<OpenBlob> open_blob(const fs::path& path, std::string_view id) {
   auto fd = open_existing(path);
   if (!fd) return std::unexpected(fd.error());
   auto size = regular_file_size(*fd);
   if (!size) return std::unexpected(size.error());
-  if (*size > kMaxMetaBytes) return fail(ErrorCode::kInternal, "blob store: metadata too large");
-  return read_at(*fd, 0, *size);
+  auto head = read_at(*fd, 0, std::min<std::uint64_t>(*size, kMaxHeaderBytes));
+  if (!head) return std::unexpected(head.error());
+  const std::size_t end = head->find("\n\n");
+  if (end == std::string::npos) return fail(ErrorCode::kInternal, "blob store: corrupt header");
+  auto info = parse_meta(id, std::string_view(*head).substr(0, end + 1));
+  if (!info) return std::unexpected(info.error());
+  const std::uint64_t data_offset = end + 2;
+  if (*size - data_offset != info->size) {
+    return fail(ErrorCode::kInternal, "blob store: blob size differs from its header");
+  }
+  return OpenBlob{std::move(*fd), std::move(*info), data_offset};
 }
 
 }  // namespace
 
 LocalBlobStore::LocalBlobStore(std::filesystem::path root, Random& random, const Clock& clock)
-    : root_(std::move(root)), tmp_dir_(root_ / "tmp"), random_(random), clock_(clock) {}
+    : root_(std::move(root)),
+      tmp_dir_(root_ / "tmp"),
+      random_(random),
+      clock_(clock),
+      durable_([this] { return sync_filesystem(); }) {}
+
+Result<void> LocalBlobStore::sync_filesystem() {
+  Fd fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.ok()) return internal("open root", errno);
+  if (::syncfs(fd.get()) != 0) return internal("syncfs", errno);
+  return {};
+}
 
 fs::path LocalBlobStore::fanout_dir(std::string_view id) const { return root_ / id.substr(0, 2); }
 
 Result<void> LocalBlobStore::ensure_dirs(const fs::path& dir) {
   std::lock_guard lock(mu_);
-  if (durable_dirs_.empty()) {
+  if (known_dirs_.empty()) {
     std::error_code ec;
     fs::create_directories(tmp_dir_, ec);
     if (ec && !fs::is_directory(tmp_dir_)) {
       return fail(ErrorCode::kInternal, "blob store: create tmp dir: " + ec.message());
     }
-    if (auto synced = fsync_dir(root_); !synced) return synced;
-    durable_dirs_.insert("tmp");
+    known_dirs_.insert("tmp");
   }
   std::string name = dir.filename().string();
-  if (durable_dirs_.contains(name)) return {};
+  if (known_dirs_.contains(name)) return {};
   std::error_code ec;
   fs::create_directory(dir, ec);
   if (ec && !fs::is_directory(dir)) {
     return fail(ErrorCode::kInternal, "blob store: create directory: " + ec.message());
   }
-  if (auto synced = fsync_dir(root_); !synced) return synced;
-  durable_dirs_.insert(std::move(name));
+  known_dirs_.insert(std::move(name));
   return {};
 }
 
@@ -240,66 +259,45 @@ Result<BlobInfo> LocalBlobStore::put(std::string_view bytes, std::string_view co
   const fs::path dir = fanout_dir(info.id);
   if (auto made = ensure_dirs(dir); !made) return std::unexpected(made.error());
 
-  const fs::path data_tmp = tmp_dir_ / (tmp_name + ".data");
-  const fs::path meta_tmp = tmp_dir_ / (tmp_name + ".meta");
-  const fs::path data_final = dir / info.id;
-  const fs::path meta_final = dir / (info.id + std::string(kMetaSuffix));
+  const fs::path tmp = tmp_dir_ / (tmp_name + ".blob");
+  const fs::path final_path = dir / info.id;
   Cleanup cleanup;
-  cleanup.track(data_tmp);
-  if (auto written = write_new_file(data_tmp, bytes); !written) {
+  cleanup.track(tmp);
+  if (auto written = write_new_file(tmp, render_header(info), bytes); !written) {
     return std::unexpected(written.error());
   }
-  cleanup.track(meta_tmp);
-  if (auto written = write_new_file(meta_tmp, render_meta(info)); !written) {
-    return std::unexpected(written.error());
-  }
-  // Sidecar first: the data file's appearance is what publishes the blob.
-  if (::rename(meta_tmp.c_str(), meta_final.c_str()) != 0) return internal("publish", errno);
-  cleanup.forget(meta_tmp);
-  cleanup.track(meta_final);
-  if (::rename(data_tmp.c_str(), data_final.c_str()) != 0) return internal("publish", errno);
-  cleanup.forget(data_tmp);
-  cleanup.track(data_final);
-  if (auto synced = fsync_dir(dir); !synced) return std::unexpected(synced.error());
-  cleanup.forget(data_final);
-  cleanup.forget(meta_final);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) return internal("publish", errno);
+  cleanup.forget(tmp);
+  cleanup.track(final_path);
+  // One syncfs makes the file, its directory entry and any new directory durable, and is
+  // shared by every put that is waiting at the same time.
+  if (auto synced = durable_.flush(); !synced) return std::unexpected(synced.error());
+  cleanup.forget(final_path);
   return info;
 }
 
 Result<BlobInfo> LocalBlobStore::stat(std::string_view id) {
   if (!is_valid_blob_id(id)) return not_found();
-  const fs::path dir = fanout_dir(id);
-  auto fd = open_existing(dir / id);
-  if (!fd) return std::unexpected(fd.error());
-  auto size = regular_file_size(*fd);
-  if (!size) return std::unexpected(size.error());
-  // A missing sidecar next to an open data file means a remove() is under way.
-  auto text = read_meta_file(dir / (std::string(id) + std::string(kMetaSuffix)));
-  if (!text) return std::unexpected(text.error());
-  auto info = parse_meta(id, *text);
-  if (info && info->size != *size) {
-    return fail(ErrorCode::kInternal, "blob store: blob size differs from its metadata");
-  }
-  return info;
+  auto blob = open_blob(fanout_dir(id) / id, id);
+  if (!blob) return std::unexpected(blob.error());
+  return std::move(blob->info);
 }
 
 Result<std::string> LocalBlobStore::read(std::string_view id, std::uint64_t offset,
                                          std::uint64_t length) {
   if (!is_valid_blob_id(id)) return not_found();
-  auto fd = open_existing(fanout_dir(id) / id);
-  if (!fd) return std::unexpected(fd.error());
-  auto size = regular_file_size(*fd);
-  if (!size) return std::unexpected(size.error());
-  if (offset > *size) {
+  auto blob = open_blob(fanout_dir(id) / id, id);
+  if (!blob) return std::unexpected(blob.error());
+  const std::uint64_t size = blob->info.size;
+  if (offset > size) {
     return fail(ErrorCode::kInvalidRequest, "read offset past the end of the blob");
   }
-  return read_at(*fd, offset, std::min(length, *size - offset));
+  return read_at(blob->fd, blob->data_offset + offset, std::min(length, size - offset));
 }
 
 Result<void> LocalBlobStore::remove(std::string_view id) {
   if (!is_valid_blob_id(id)) return not_found();
-  const fs::path dir = fanout_dir(id);
-  const fs::path data = dir / id;
+  const fs::path data = fanout_dir(id) / id;
   struct stat st {};
   if (::lstat(data.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) return not_found();
@@ -310,8 +308,6 @@ Result<void> LocalBlobStore::remove(std::string_view id) {
     if (errno == ENOENT) return not_found();
     return internal("remove blob", errno);
   }
-  // The blob is gone; a sidecar that fails to go is an invisible orphan.
-  ::unlink((dir / (std::string(id) + std::string(kMetaSuffix))).c_str());
   return {};
 }
 

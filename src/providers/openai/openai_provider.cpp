@@ -1,6 +1,5 @@
 #include "providers/openai/openai_provider.h"
 
-#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -22,6 +21,7 @@
 #include <optional>
 #include <tuple>
 
+#include "core/base64.h"
 #include "core/text.h"
 #include "media/image_probe.h"
 
@@ -121,8 +121,8 @@ ProviderError transport_error(const net::NetError& error) {
                        0};
 }
 
-// Strict standard base64 (padding required unless the length says it was dropped); line
-// breaks and spaces are skipped. A `data:...;base64,` prefix (some resellers) is stripped.
+// Strict standard base64 (core/base64.h: padding optional, whitespace skipped). A
+// `data:...;base64,` prefix (some resellers) is stripped.
 std::optional<std::string> decode_base64(std::string_view text) {
   if (starts_with_ci(text, "data:")) {
     const std::size_t comma = text.find(',');
@@ -130,19 +130,9 @@ std::optional<std::string> decode_base64(std::string_view text) {
     if (text.substr(0, comma).find(";base64") == std::string_view::npos) return std::nullopt;
     text.remove_prefix(comma + 1);
   }
-  std::size_t significant = 0;
-  for (char c : text) significant += (c != '\r' && c != '\n' && c != ' ' && c != '\t');
-  if (significant == 0) return std::nullopt;
-  const int variant = significant % 4 == 0 ? sodium_base64_VARIANT_ORIGINAL
-                                           : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
-  std::string out(significant / 4 * 3 + 3, '\0');
-  std::size_t length = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), " \t\r\n", &length, nullptr, variant) != 0) {
-    return std::nullopt;
-  }
-  out.resize(length);
-  return out;
+  auto decoded = base64_decode(text);
+  if (!decoded || decoded->empty()) return std::nullopt;
+  return std::move(*decoded);
 }
 
 // Decoded, sniffed image bytes; the error text says what was wrong.

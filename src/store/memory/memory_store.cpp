@@ -509,6 +509,10 @@ StoreResult<jobs::Job> MemoryStore::create_job(const jobs::NewJob& job) {
   created.reserved = job.reserve;
   created.created_at_ms = clock_.now_ms();
   created.updated_at_ms = created.created_at_ms;
+  if (job.start_running) {
+    created.status = jobs::JobStatus::kRunning;
+    created.started_at_ms = created.created_at_ms;
+  }
   jobs_.emplace(created.id, JobRow{created, next_job_seq_++});
   return created;
 }

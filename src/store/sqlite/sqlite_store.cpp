@@ -448,9 +448,37 @@ class SqlitePool {
     return Lease(*this, conn);
   }
 
-  // Writers of this process queue here instead of spinning in SQLite's busy handler; other
-  // processes are still excluded by BEGIN IMMEDIATE.
-  std::mutex& writer_mutex() { return writer_mu_; }
+  // One write of the group commit: `body` runs inside the batch's transaction, within its own
+  // savepoint, and says whether to keep its changes; `fail` reports that the whole batch did
+  // not commit (it overrides what body produced).
+  struct WriteOp {
+    std::function<bool(SqliteConnection&)> body;
+    std::function<void(const StoreError&)> fail;
+    bool done = false;  // guarded by group_mu_
+  };
+
+  // Group commit: writers of this process queue here; whoever finds no batch running runs
+  // every queued write in one BEGIN IMMEDIATE ... COMMIT, so N concurrent writes cost one WAL
+  // sync instead of N. Each caller returns only after the commit that covers its write.
+  // Other processes are still excluded by BEGIN IMMEDIATE.
+  void write(WriteOp& op) {
+    std::unique_lock lock(group_mu_);
+    queue_.push_back(&op);
+    while (!op.done) {
+      if (leading_) {
+        group_cv_.wait(lock);
+        continue;
+      }
+      leading_ = true;
+      std::vector<WriteOp*> batch = std::exchange(queue_, {});
+      lock.unlock();
+      run_batch(batch);
+      lock.lock();
+      for (WriteOp* o : batch) o->done = true;
+      leading_ = false;
+      group_cv_.notify_all();
+    }
+  }
 
   // A connection that never writes and only answers `PRAGMA data_version` (change_counter).
   void set_probe(std::unique_ptr<SqliteConnection> conn) { probe_ = std::move(conn); }
@@ -473,9 +501,14 @@ class SqlitePool {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<SqliteConnection>> all_;
   std::vector<SqliteConnection*> idle_;  // guarded by mu_
+  void run_batch(const std::vector<WriteOp*>& batch);
+
   std::mutex probe_mu_;
   std::unique_ptr<SqliteConnection> probe_;
-  std::mutex writer_mu_;
+  std::mutex group_mu_;
+  std::condition_variable group_cv_;
+  std::vector<WriteOp*> queue_;  // guarded by group_mu_
+  bool leading_ = false;         // guarded by group_mu_
 };
 
 }  // namespace detail
@@ -522,11 +555,68 @@ auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
   }
 }
 
+}  // namespace
+
+namespace detail {
+
+void SqlitePool::run_batch(const std::vector<WriteOp*>& batch) {
+  auto conn = borrow();
+  auto fail_all = [&](const StoreError& e) {
+    conn->rollback();
+    for (WriteOp* op : batch) op->fail(e);
+  };
+  for (int attempt = 1;; ++attempt) {
+    conn->busy = false;
+    std::optional<StoreError> error;
+    if (auto begun = conn->exec("BEGIN IMMEDIATE"); !begun) error = begun.error();
+    for (std::size_t i = 0; !error && i < batch.size(); ++i) {
+      if (auto saved = conn->exec("SAVEPOINT w"); !saved) {
+        error = saved.error();
+        break;
+      }
+      const bool keep = batch[i]->body(*conn);
+      if (conn->busy) {
+        error = StoreError{StoreErrc::kUnavailable, "database busy inside a write"};
+        break;
+      }
+      auto ended = keep ? conn->exec("RELEASE w") : conn->exec("ROLLBACK TO w; RELEASE w");
+      if (!ended) error = ended.error();
+    }
+    if (!error) {
+      if (auto committed = conn->exec("COMMIT"); committed) return;
+      else error = committed.error();
+    }
+    conn->rollback();
+    if (!conn->busy) return fail_all(*error);
+    if (attempt >= kMaxTxAttempts) {
+      return fail_all(StoreError{StoreErrc::kUnavailable,
+                                 "database busy after " + std::to_string(kMaxTxAttempts) +
+                                     " attempts: " + error->message});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
 template <class Fn>
 auto write_tx(SqlitePool& pool, Fn&& fn) {
-  std::lock_guard writer(pool.writer_mutex());
-  auto conn = pool.borrow();
-  return run_tx(*conn, "BEGIN IMMEDIATE", fn);
+  using R = std::invoke_result_t<Fn&, SqliteConnection&>;
+  std::optional<R> out;
+  SqlitePool::WriteOp op;
+  op.body = [&](SqliteConnection& conn) {
+    try {
+      out.emplace(fn(conn));
+    } catch (const std::exception& e) {  // e.g. bad_alloc: only this write is rolled back
+      out.emplace(err(StoreErrc::kUnavailable, std::string("sqlite store: ") + e.what()));
+    }
+    return out->has_value();
+  };
+  op.fail = [&](const StoreError& e) { out.emplace(std::unexpected(e)); };
+  pool.write(op);
+  return std::move(*out);
 }
 
 // `snapshot`: run inside one read transaction so all statements see the same state.
@@ -1281,10 +1371,13 @@ StoreResult<jobs::Job> SqliteStore::create_job(const jobs::NewJob& job) {
     auto created =
         c.prepare(
              "INSERT INTO jobs(id, user_id, key_id, kind, model, dialect, params_json, "
-             "callback_url, hold_id, reserved, created_at_ms, updated_at_ms) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_JOB_COLS)
+             "callback_url, hold_id, reserved, created_at_ms, updated_at_ms, status, "
+             "started_at_ms) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_JOB_COLS)
             .bind(job.id, job.user_id, job.key_id, job.kind, job.model, job.dialect,
-                  job.params_json, job.callback_url, hold_id, job.reserve, now_ms, now_ms)
+                  job.params_json, job.callback_url, hold_id, job.reserve, now_ms, now_ms,
+                  job.start_running ? "running" : "queued",
+                  job.start_running ? std::optional<std::int64_t>(now_ms) : std::nullopt)
             .one(read_job);
     if (!created) {
       if (created.error().code == StoreErrc::kConflict) {
