@@ -1,5 +1,9 @@
 #include "api/images_api.h"
 
+#include "api/callback_url.h"
+#include "api/task_views.h"
+
+#include <boost/asio/this_coro.hpp>
 #include <boost/json.hpp>
 
 #include "api/image_request.h"
@@ -76,13 +80,15 @@ class SsePartialSink final : public providers::PartialSink {
 }  // namespace
 
 ImagesApi::ImagesApi(store::Store& store, BlockingPool& pool, accounts::Authenticator& auth,
-                     jobs::ImagePipeline& pipeline, blobs::BlobStore& blobs,
+                     jobs::ImagePipeline& pipeline, jobs::JobRunner& runner,
+                     blobs::BlobStore& blobs,
                      blobs::UrlSigner& signer, const Clock& clock,
                      const std::string& public_base_url, ImagesApiSettings settings)
     : store_(store),
       pool_(pool),
       auth_(auth),
       pipeline_(pipeline),
+      runner_(runner),
       blobs_(blobs),
       signer_(signer),
       clock_(clock),
@@ -146,6 +152,40 @@ std::string ImagesApi::render_reply(const jobs::ImageJobOutcome& outcome,
   return to_json_text(reply);
 }
 
+namespace {
+
+// A WxH size (as opposed to a ratio or auto).
+bool is_pixel_size(const std::optional<std::string>& size) {
+  return size && size->find('x') != std::string::npos;
+}
+
+bool prefers_async(const http::Request& req) {
+  for (const auto& [name, value] : req.headers) {
+    if (name != "prefer") continue;
+    std::string v = to_lower_ascii(value);
+    if (v.find("respond-async") != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ImagesApi::TaskMode ImagesApi::task_mode(const http::Request& req,
+                                         const jobs::ImageRequest& request,
+                                         bool edit_endpoint) const {
+  const bool api_prefix = req.path.starts_with("/api/v1/");
+  if (api_prefix && !edit_endpoint && settings_.task_profile == kDialectSeed002) {
+    return {true, std::string(kDialectSeed002)};
+  }
+  const bool ratio_and_tier =
+      request.aspect_ratio && request.resolution && !is_pixel_size(request.size);
+  const bool async = request.input_object || request.callback_url.has_value() || ratio_and_tier ||
+                     prefers_async(req);
+  if (!async) return {false, "openai"};
+  if (request.input_object || !api_prefix) return {true, std::string(kDialectTasks)};
+  return {true, std::string(kDialectSeed001)};
+}
+
 awaitable<http::Response> ImagesApi::create(http::Request& req, bool edit_endpoint) {
   auto principal = co_await authenticate_request(auth_, req);
   if (!principal) co_return http::Response::error(principal.error());
@@ -187,11 +227,45 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
     co_return r;
   }
   jobs::ImageRequest& request = *parsed;
-  const jobs::Caller caller{principal->user_id, principal->key_id, "openai"};
+  jobs::Caller caller{principal->user_id, principal->key_id, "openai"};
+  const TaskMode mode = task_mode(req, request, edit_endpoint);
+  if (mode.async) {
+    caller.async = true;
+    caller.dialect = mode.dialect;
+    Result<void> checked;
+    if (request.stream) {
+      checked = fail(ErrorCode::kInvalidRequest,
+                     "'stream' cannot be combined with an async task (callback_url, input, "
+                     "aspect_ratio + resolution, Prefer: respond-async or the task profile)",
+                     "stream");
+    } else if (request.callback_url) {
+      checked = check_callback_url(*request.callback_url, settings_.callback_policy);
+    }
+    if (!checked) {
+      auto r = http::Response::error(checked.error());
+      r.key_prefix = principal->key_prefix;
+      co_return r;
+    }
+  }
 
   auto prepared = co_await pipeline_.prepare(caller, request);
   if (!prepared) {
     auto r = http::Response::error(prepared.error());
+    r.key_prefix = principal->key_prefix;
+    co_return r;
+  }
+
+  if (mode.async) {
+    // The reply shows the task as created (pending), whatever the runner does meanwhile.
+    jobs::Job job;
+    job.id = prepared->job_id;
+    job.model = prepared->model->id;
+    job.reserved = prepared->price;
+    job.status = jobs::JobStatus::kQueued;
+    job.created_at_ms = clock_.now_ms();
+    auto executor = co_await asio::this_coro::executor;
+    runner_.submit(executor, std::move(*prepared));
+    auto r = http::Response::json(200, to_json_text(render_task_created(job, mode.dialect)));
     r.key_prefix = principal->key_prefix;
     co_return r;
   }

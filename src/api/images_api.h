@@ -13,6 +13,8 @@
 #include "http/blocking_pool.h"
 #include "http/router.h"
 #include "jobs/image_pipeline.h"
+#include "jobs/job_runner.h"
+#include "net/address_policy.h"
 #include "store/store.h"
 
 namespace ig::api {
@@ -27,14 +29,22 @@ struct ImagesApiSettings {
   int signed_url_ttl_s = 7 * 24 * 3600;
   // Remote addresses whose X-Forwarded-Proto / X-Forwarded-Host are believed.
   std::vector<std::string> trusted_proxies;
+  // Deployment compatibility profile for POST /api/v1/images/generations: "seed001" (sync
+  // unless the request asks for a task) or "seed002" (always a pending task).
+  std::string task_profile = "seed001";
+  // Which addresses a callback_url may name (the reference-image rules).
+  net::AddressPolicy callback_policy;
 };
 
 class ImagesApi {
  public:
   ImagesApi(store::Store& store, BlockingPool& pool, accounts::Authenticator& auth,
-            jobs::ImagePipeline& pipeline, blobs::BlobStore& blobs, blobs::UrlSigner& signer,
+            jobs::ImagePipeline& pipeline, jobs::JobRunner& runner, blobs::BlobStore& blobs,
+            blobs::UrlSigner& signer,
             const Clock& clock, const std::string& public_base_url, ImagesApiSettings settings);
   void register_routes(http::Router& router);
+  // scheme://host of this deployment as the client sees it (X-Forwarded-* from trusted proxies).
+  std::string base_url(const http::Request& req) const;
 
  private:
   boost::asio::awaitable<http::Response> create(http::Request& req, bool edit_endpoint);
@@ -46,7 +56,13 @@ class ImagesApi {
   boost::asio::awaitable<http::Response> serve_blob(http::Request& req, const std::string& blob_id,
                                                     const std::string& cache_control);
 
-  std::string base_url(const http::Request& req) const;
+  // Whether a create call becomes an async task, and the dialect its reply is rendered in.
+  struct TaskMode {
+    bool async = false;
+    std::string dialect;
+  };
+  TaskMode task_mode(const http::Request& req, const jobs::ImageRequest& request,
+                     bool edit_endpoint) const;
 
  public:
   // Exposed for the streaming producer.
@@ -63,6 +79,7 @@ class ImagesApi {
   BlockingPool& pool_;
   accounts::Authenticator& auth_;
   jobs::ImagePipeline& pipeline_;
+  jobs::JobRunner& runner_;
   blobs::BlobStore& blobs_;
   blobs::UrlSigner& signer_;
   const Clock& clock_;

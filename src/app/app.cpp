@@ -29,6 +29,8 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "api/images_api.h"
+#include "api/tasks_api.h"
+#include "jobs/job_runner.h"
 #include "blobs/local/local_blob_store.h"
 #include "blobs/signed_url.h"
 #include "jobs/catalog.h"
@@ -272,9 +274,16 @@ int serve(const Settings& settings) {
   http::Router router;
   api::AccountApi account_api(**store, pool, auth, settings.account);
   account_api.register_routes(router);
-  api::ImagesApi images_api(**store, pool, auth, pipeline, blob_store, signer, clock,
-                            public_base_url, settings.images.api);
+  jobs::JobRunner runner(pipeline, **store, pool, static_cast<std::size_t>(settings.tasks.max_running));
+  api::ImagesApiSettings images_api_settings = settings.images.api;
+  images_api_settings.task_profile = settings.tasks.profile;
+  images_api_settings.callback_policy = strict.address_policy;
+  api::ImagesApi images_api(**store, pool, auth, pipeline, runner, blob_store, signer, clock,
+                            public_base_url, images_api_settings);
   images_api.register_routes(router);
+  api::TasksApi tasks_api(**store, pool, auth,
+                          [&images_api](const http::Request& req) { return images_api.base_url(req); });
+  tasks_api.register_routes(router);
 
   // The access log writes one line per request: batched, so the hot path never wakes a
   // thread or makes a system call for it.

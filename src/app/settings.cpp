@@ -260,6 +260,9 @@ Result<void> validate(const Settings& s) {
     }
   }
   const auto& style = s.images.api.url_style;
+  if (s.tasks.profile != "seed001" && s.tasks.profile != "seed002") {
+    return fail(ErrorCode::kInvalidRequest, "tasks.profile must be seed001 or seed002");
+  }
   if (style != "job" && style != "signed") return fail(ErrorCode::kInvalidRequest, "images.url_style must be job or signed");
   const auto& rf = s.images.api.default_response_format;
   if (rf != "b64_json" && rf != "url" && rf != "both") {
@@ -346,6 +349,10 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(images, "images", "reference_max_redirects", s.images.reference_max_redirects, std::pair<std::int64_t, std::int64_t>{0, 10});
   r.read(images, "images", "allow_private_reference_urls", s.images.allow_private_reference_urls);
   r.read(images, "images", "upstream_max_connections_per_host", s.images.upstream_max_connections_per_host, std::pair<std::int64_t, std::int64_t>{1, 100'000});
+
+  const auto& tasks = section(root, "tasks", r, errors);
+  r.read(tasks, "tasks", "profile", s.tasks.profile);
+  r.read(tasks, "tasks", "max_running", s.tasks.max_running, std::pair<std::int64_t, std::int64_t>{1, 100'000});
 
   r.mark("providers");
   if (const toml::node* node = root.get("providers")) {

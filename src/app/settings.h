@@ -61,6 +61,14 @@ struct ImagesSettings {
   int upstream_max_connections_per_host = 4096;
 };
 
+struct TasksSettings {
+  // Compatibility profile of the deployment: what POST /api/v1/images/generations answers.
+  // "seed001": an image, unless the request asks for a task; "seed002": always a pending task.
+  std::string profile = "seed001";
+  // Async jobs running at once (upstream calls in flight); the rest wait in the queue.
+  int max_running = 256;
+};
+
 struct Settings {
   std::string data_dir = "./data";
   std::string public_base_url;  // empty: http://<host>:<port>
@@ -75,6 +83,7 @@ struct Settings {
   std::vector<jobs::ModelEntry> models;
   std::vector<ProviderSettings> providers;
   ImagesSettings images;
+  TasksSettings tasks;
 
   std::string store_path() const;
 };

@@ -189,7 +189,8 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   new_job.dialect = caller.dialect;
   new_job.params_json = params_json(request, *size);
   new_job.reserve = *price;
-  new_job.start_running = true;
+  new_job.start_running = !caller.async;
+  new_job.callback_url = request.callback_url.value_or("");
   auto create = [this, &new_job] { return store_.create_job(new_job); };
   auto created = co_await pool_.run(create);
   if (!created) co_return std::unexpected(store_error(created.error()));

@@ -61,6 +61,9 @@ struct Caller {
   std::int64_t user_id = 0;
   std::int64_t key_id = 0;
   std::string dialect = "openai";
+  // An async task: the job is created queued (a JobRunner claims it) instead of running with
+  // its caller waiting.
+  bool async = false;
 };
 
 class ImagePipeline {

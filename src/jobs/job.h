@@ -77,6 +77,8 @@ struct JobFinish {
   std::string error_message;
   std::string note;  // ledger note for the settle/refund row
   std::optional<std::string> channel;
+  // Finish only from this state (cancel: only while queued); otherwise kConflict.
+  std::optional<JobStatus> only_from;
 };
 
 }  // namespace ig::jobs

@@ -1259,6 +1259,45 @@ TEST_P(StoreContractTest, AJobFinishesExactlyOnce) {
   expect_clean_ledger(store());
 }
 
+// Cancel is a finish that only applies while the job is still queued: once a worker moved it
+// to running, the cancel loses and nothing moves.
+TEST_P(StoreContractTest, FinishOnlyFromAStateIsACompareAndSet) {
+  User user = funded_user("cancel@example.com", credits(10));
+  make_job("job_queued", user.id, credits(3));
+  make_job("job_taken", user.id, credits(4));
+  ASSERT_TRUE(ok(store().transition_job("job_taken", JobStatus::kQueued, JobStatus::kRunning, {})));
+
+  const jobs::JobFinish cancel{.status = JobStatus::kCanceled,
+                               .error_code = "canceled",
+                               .note = "refund: canceled by the owner",
+                               .only_from = JobStatus::kQueued};
+  std::size_t rows = ledger_size(user.id);
+  EXPECT_EQ(code(store().finish_job("job_taken", cancel)), "kConflict");
+  EXPECT_EQ(ledger_size(user.id), rows);
+  EXPECT_EQ(store().find_job("job_taken")->status, JobStatus::kRunning);
+
+  auto canceled = store().finish_job("job_queued", cancel);
+  ASSERT_TRUE(ok(canceled));
+  EXPECT_EQ(canceled->status, JobStatus::kCanceled);
+  EXPECT_EQ(code(store().finish_job("job_queued", cancel)), "kAlreadyResolved");
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(10) - credits(4));
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, ASyncJobCanBeCreatedAlreadyRunning) {
+  User user = funded_user("sync@example.com", credits(10));
+  jobs::NewJob job{.id = "job_sync", .user_id = user.id, .kind = "image.generation",
+                   .model = "m", .dialect = "openai", .reserve = credits(1),
+                   .start_running = true};
+  auto created = store().create_job(job);
+  ASSERT_TRUE(ok(created));
+  EXPECT_EQ(created->status, JobStatus::kRunning);
+  EXPECT_EQ(created->started_at_ms, clock_.now_ms());
+  EXPECT_EQ(store().find_job("job_sync")->status, JobStatus::kRunning);
+  EXPECT_EQ(code(store().transition_job("job_sync", JobStatus::kQueued, JobStatus::kRunning, {})),
+            "kConflict");
+}
+
 TEST_P(StoreContractTest, FinishJobRejectsBadArgumentsAndChangesNothing) {
   User user = funded_user("bad@example.com", credits(10));
   jobs::Job job = make_job("job_bad", user.id, credits(4));

@@ -568,6 +568,10 @@ StoreResult<jobs::Job> MemoryStore::finish_job(std::string_view job_id,
     return err(StoreErrc::kAlreadyResolved,
                "job " + job.id + " already " + std::string(jobs::to_string(job.status)));
   }
+  if (finish.only_from && job.status != *finish.only_from) {
+    return err(StoreErrc::kConflict,
+               "job " + job.id + " is " + std::string(jobs::to_string(job.status)));
+  }
   if (charge > job.reserved) {
     return err(StoreErrc::kInvalidArgument,
                "charge above the job's reserve of " + format_credits(job.reserved));

@@ -1442,6 +1442,10 @@ StoreResult<jobs::Job> SqliteStore::finish_job(std::string_view job_id,
       return err(StoreErrc::kAlreadyResolved,
                  "job " + job->id + " already " + std::string(jobs::to_string(job->status)));
     }
+    if (finish.only_from && job->status != *finish.only_from) {
+      return err(StoreErrc::kConflict, "job " + job->id + " is " +
+                                           std::string(jobs::to_string(job->status)));
+    }
     if (charge > job->reserved) {
       return err(StoreErrc::kInvalidArgument,
                  "charge above the job's reserve of " + format_credits(job->reserved));
