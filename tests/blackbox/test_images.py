@@ -4,6 +4,7 @@ built-in local renderer, seed 000 prices: 1/2/3 credits at 1K/2K/4K, times n).""
 import base64
 import itertools
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,7 @@ import requests
 from conftest import shared_server
 from imgutil import (IMG_TIMEOUT, MIME, assert_charge_headers, assert_openai_error, b64_image,
                      credits, data_url, edit_multipart, generate, image_info, job_id_from_url,
-                     local_path, make_png, png_is_complete, read_sse)
+                     jloads, local_path, make_png, png_is_complete, read_sse)
 
 _emails = itertools.count()
 
@@ -395,11 +396,24 @@ def test_stream_generation_with_reference_is_an_edit(srv, key):
 
 
 def test_seed003_input_object(srv, key):
+    """The `input` object is seed 003's task form: a task id at once, the image when polled."""
     before = credits(srv, key)["credits"]
     r = generate(srv, key, {"model": "gpt-image-2",
                             "input": {"prompt": "a cat on the moon", "image_urls": [data_url(make_png(64, 64))],
                                       "aspect_ratio": "16:9", "resolution": "2K"}})
-    check_reply(srv, r, size=(2048, 1152))
+    assert r.status_code == 200, r.text
+    task_id = jloads(r.text)["data"]["taskId"]
+    deadline = time.monotonic() + 60
+    while True:
+        task = jloads(srv.get(f"/v1/tasks/{task_id}", key=key).text)
+        if task["status"] in ("completed", "failed"):
+            break
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+    assert task["status"] == "completed", task
+    [url] = task["output"]["urls"]
+    png = requests.get(url, timeout=10).content
+    assert image_info(png)["width"] == 2048 and image_info(png)["height"] == 1152
     assert credits(srv, key) == {"credits": before - 2, "reserved": 0}
 
 
