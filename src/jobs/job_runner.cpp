@@ -53,11 +53,6 @@ asio::awaitable<void> JobRunner::run(std::shared_ptr<PreparedImageJob> job) {
   if (claimed) {
     auto outcome = co_await pipeline_.execute(*job, nullptr);
     if (!outcome) spdlog::info("job {} failed: {}", job_id, outcome.error().message);
-    if (on_finished_) {
-      auto load = [this, &job_id] { return store_.find_job(job_id); };
-      auto finished = co_await pool_.run(load);
-      if (finished) on_finished_(*finished);
-    }
   } else if (claimed.error().code != store::StoreErrc::kConflict) {
     spdlog::warn("job {} could not be claimed: {}", job_id, claimed.error().message);
   }

@@ -12,7 +12,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <cstddef>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -24,17 +23,12 @@ namespace ig::jobs {
 
 class JobRunner {
  public:
-  // Called after a job reached its final state (a later step hangs callbacks here).
-  using OnFinished = std::function<void(const Job&)>;
-
   JobRunner(ImagePipeline& pipeline, store::Store& store, BlockingPool& pool,
             std::size_t max_running);
 
   // Queues a prepared job (created queued, reservation held). Returns at once; the job runs on
   // `executor`.
   void submit(boost::asio::any_io_executor executor, PreparedImageJob job);
-
-  void set_on_finished(OnFinished f) { on_finished_ = std::move(f); }
 
   std::size_t queued() const;
   std::size_t running() const;
@@ -52,7 +46,6 @@ class JobRunner {
   store::Store& store_;
   BlockingPool& pool_;
   const std::size_t max_running_;
-  OnFinished on_finished_;
   mutable std::mutex mu_;
   std::deque<Entry> queue_;  // guarded by mu_
   std::size_t running_ = 0;  // guarded by mu_
