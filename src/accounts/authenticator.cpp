@@ -55,7 +55,7 @@ boost::asio::awaitable<Result<Principal>> Authenticator::authenticate(
       result = std::unexpected(invalid_key("The account that owns this API key is disabled."));
     } else {
       Principal p{record->key.user_id, record->key.id, record->key.prefix, record->email,
-                  record->user_is_admin};
+                  record->user_is_admin, record->key.profile};
       entry.principal = p;
       result = std::move(p);
     }

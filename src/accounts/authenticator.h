@@ -33,6 +33,7 @@ struct Principal {
   std::string key_prefix;
   std::string email;
   bool is_admin = false;
+  std::string profile;  // the key's compatibility profile ("" = the deployment's)
 };
 
 class Authenticator {

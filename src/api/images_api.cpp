@@ -172,9 +172,11 @@ bool prefers_async(const http::Request& req) {
 
 ImagesApi::TaskMode ImagesApi::task_mode(const http::Request& req,
                                          const jobs::ImageRequest& request,
-                                         bool edit_endpoint) const {
+                                         bool edit_endpoint,
+                                         const std::string& key_profile) const {
   const bool api_prefix = req.path.starts_with("/api/v1/");
-  if (api_prefix && !edit_endpoint && settings_.task_profile == kDialectSeed002) {
+  const std::string& profile = key_profile.empty() ? settings_.task_profile : key_profile;
+  if (api_prefix && !edit_endpoint && profile == kDialectSeed002) {
     return {true, std::string(kDialectSeed002)};
   }
   const bool ratio_and_tier =
@@ -228,7 +230,7 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
   }
   jobs::ImageRequest& request = *parsed;
   jobs::Caller caller{principal->user_id, principal->key_id, "openai"};
-  const TaskMode mode = task_mode(req, request, edit_endpoint);
+  const TaskMode mode = task_mode(req, request, edit_endpoint, principal->profile);
   if (mode.async) {
     caller.async = true;
     caller.dialect = mode.dialect;

@@ -62,7 +62,7 @@ class ImagesApi {
     std::string dialect;
   };
   TaskMode task_mode(const http::Request& req, const jobs::ImageRequest& request,
-                     bool edit_endpoint) const;
+                     bool edit_endpoint, const std::string& key_profile) const;
 
  public:
   // Exposed for the streaming producer.

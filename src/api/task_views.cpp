@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include "billing/money.h"
+#include "core/json.h"
 
 namespace ig::api {
 namespace json = boost::json;
@@ -139,6 +140,15 @@ std::optional<jobs::JobStatus> parse_task_status(std::string_view name) {
   if (name == "canceled" || name == "cancelled") return jobs::JobStatus::kCanceled;
   if (name == "expired") return jobs::JobStatus::kExpired;
   return std::nullopt;
+}
+
+std::string_view task_dialect(const jobs::Job& job) {
+  if (job.dialect == kDialectSeed001 || job.dialect == kDialectSeed002) return job.dialect;
+  return kDialectTasks;
+}
+
+std::string render_callback_body(const jobs::Job& job, std::string_view base) {
+  return to_json_text(render_task(job, task_dialect(job), job_image_urls(job, base)));
 }
 
 }  // namespace ig::api

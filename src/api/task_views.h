@@ -36,6 +36,13 @@ boost::json::object render_task_created(const jobs::Job& job, std::string_view d
 boost::json::object render_task(const jobs::Job& job, std::string_view dialect,
                                 const std::vector<std::string>& urls);
 
+// The dialect a job's own replies and callbacks use: its task dialect, or the generic one for
+// sync jobs.
+std::string_view task_dialect(const jobs::Job& job);
+
+// The callback body of a finished job: exactly what its dialect's GET returns.
+std::string render_callback_body(const jobs::Job& job, std::string_view base);
+
 // Status names clients filter by on GET /v1/tasks?status=: seed 003's and seed 002's names, and
 // the engine's own (queued, running, ...). nullopt for anything else.
 std::optional<jobs::JobStatus> parse_task_status(std::string_view name);

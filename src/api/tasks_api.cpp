@@ -25,17 +25,49 @@ http::Response keyed(http::Response r, const accounts::Principal& p) {
   return r;
 }
 
-// The dialect a job's own replies use: a task dialect, or the generic one for sync jobs.
-std::string_view reply_dialect(const jobs::Job& job) {
-  if (job.dialect == kDialectSeed001 || job.dialect == kDialectSeed002) return job.dialect;
-  return kDialectTasks;
+json::value optional_seconds(const std::optional<std::int64_t>& ms) {
+  if (!ms) return nullptr;
+  return *ms / 1000;
+}
+
+json::object delivery_json(const store::Delivery& d,
+                           const std::vector<store::DeliveryAttempt>& attempts) {
+  json::array history;
+  for (const auto& a : attempts) {
+    json::object item{{"number", a.number},
+                      {"at", a.at_ms / 1000},
+                      {"duration_ms", a.duration_ms},
+                      {"response_status", a.status == 0 ? json::value(nullptr) : json::value(a.status)},
+                      {"error", a.error.empty() ? json::value(nullptr) : json::value(a.error)}};
+    history.push_back(std::move(item));
+  }
+  const bool pending = d.state == store::DeliveryState::kPending;
+  return json::object{
+      {"id", d.id},
+      {"object", "webhook_delivery"},
+      {"task_id", d.job_id},
+      {"url", d.url},
+      {"status", std::string(store::to_string(d.state))},
+      {"attempts", d.attempts},
+      {"created_at", d.created_at_ms / 1000},
+      {"last_attempt_at", optional_seconds(d.last_attempt_at_ms)},
+      {"next_attempt_at", pending ? json::value(d.next_attempt_at_ms / 1000) : json::value(nullptr)},
+      {"last_response_status", d.last_status == 0 ? json::value(nullptr) : json::value(d.last_status)},
+      {"last_error", d.last_error.empty() ? json::value(nullptr) : json::value(d.last_error)},
+      {"history", std::move(history)}};
 }
 
 }  // namespace
 
 TasksApi::TasksApi(store::Store& store, BlockingPool& pool, accounts::Authenticator& auth,
-                   BaseUrl base_url)
-    : store_(store), pool_(pool), auth_(auth), base_url_(std::move(base_url)) {}
+                   const Clock& clock, BaseUrl base_url,
+                   std::function<void()> wake_deliveries)
+    : store_(store),
+      pool_(pool),
+      auth_(auth),
+      clock_(clock),
+      base_url_(std::move(base_url)),
+      wake_deliveries_(std::move(wake_deliveries)) {}
 
 void TasksApi::register_routes(http::Router& router) {
   router.add("GET", "/v1/tasks/{id}",
@@ -46,6 +78,94 @@ void TasksApi::register_routes(http::Router& router) {
              [this](http::Request& r) { return get(r, std::string(kDialectSeed001), "query"); });
   router.add("POST", "/v1/tasks/{id}/cancel", [this](http::Request& r) { return cancel(r); });
   router.add("GET", "/v1/tasks", [this](http::Request& r) { return list(r); });
+  router.add("GET", "/v1/tasks/{id}/deliveries",
+             [this](http::Request& r) { return deliveries(r); });
+  router.add("POST", "/v1/tasks/{id}/deliveries/{delivery}/replay",
+             [this](http::Request& r) { return replay(r); });
+}
+
+awaitable<std::expected<jobs::Job, http::Response>> TasksApi::own_job(
+    http::Request& req, const accounts::Principal& principal) {
+  const std::string id(req.param("id").value_or(""));
+  if (id.empty() || id.size() > kMaxTaskIdLength) {
+    co_return std::unexpected(keyed(http::Response::error(task_not_found()), principal));
+  }
+  auto load = [this, &id] { return store_.find_job(id); };
+  auto job = co_await pool_.run(load);
+  if (!job || job->user_id != principal.user_id) {
+    co_return std::unexpected(keyed(http::Response::error(task_not_found()), principal));
+  }
+  co_return std::move(*job);
+}
+
+awaitable<http::Response> TasksApi::deliveries(http::Request& req) {
+  auto principal = co_await authenticate_request(auth_, req);
+  if (!principal) co_return http::Response::error(principal.error());
+  auto job = co_await own_job(req, *principal);
+  if (!job) co_return std::move(job.error());
+  const std::string job_id = job->id;
+  json::array data;
+  std::string failure;
+  auto load = [this, &job_id, &data, &failure]() -> int {
+    auto list = store_.list_deliveries(job_id);
+    if (!list) {
+      failure = list.error().message;
+      return 0;
+    }
+    for (const auto& d : *list) {
+      auto attempts = store_.list_delivery_attempts(d.id);
+      data.push_back(delivery_json(d, attempts ? *attempts : std::vector<store::DeliveryAttempt>{}));
+    }
+    return 0;
+  };
+  (void)co_await pool_.run(load);
+  if (!failure.empty()) {
+    co_return keyed(http::Response::error(Error{ErrorCode::kUnavailable, failure}), *principal);
+  }
+  json::object reply{{"object", "list"}, {"data", std::move(data)}};
+  co_return keyed(http::Response::json(200, to_json_text(reply)), *principal);
+}
+
+awaitable<http::Response> TasksApi::replay(http::Request& req) {
+  auto principal = co_await authenticate_request(auth_, req);
+  if (!principal) co_return http::Response::error(principal.error());
+  auto job = co_await own_job(req, *principal);
+  if (!job) co_return std::move(job.error());
+  const std::string job_id = job->id;
+  const std::string delivery_id(req.param("delivery").value_or(""));
+  std::optional<store::Delivery> replayed;
+  std::vector<store::DeliveryAttempt> attempts;
+  std::string failure;
+  auto run = [this, &job_id, &delivery_id, &replayed, &attempts, &failure]() -> int {
+    auto list = store_.list_deliveries(job_id);
+    if (!list) {
+      failure = list.error().message;
+      return 0;
+    }
+    for (const auto& d : *list) {
+      if (d.id != delivery_id) continue;
+      auto r = store_.replay_delivery(d.id, clock_.now_ms());
+      if (!r) {
+        failure = r.error().message;
+        return 0;
+      }
+      replayed = std::move(*r);
+      if (auto h = store_.list_delivery_attempts(delivery_id)) attempts = std::move(*h);
+    }
+    return 0;
+  };
+  (void)co_await pool_.run(run);
+  if (!failure.empty()) {
+    co_return keyed(http::Response::error(Error{ErrorCode::kUnavailable, failure}), *principal);
+  }
+  if (!replayed) {
+    co_return keyed(http::Response::error(Error{ErrorCode::kNotFound,
+                                                "This task has no delivery with that id."}),
+                    *principal);
+  }
+  if (wake_deliveries_) wake_deliveries_();
+  co_return keyed(http::Response::json(202, to_json_text(delivery_json(*replayed, attempts))),
+                  *principal);
 }
 
 awaitable<http::Response> TasksApi::get(http::Request& req, std::string dialect,
@@ -111,9 +231,10 @@ awaitable<http::Response> TasksApi::cancel(http::Request& req) {
     co_return keyed(http::Response::error(Error{ErrorCode::kUnavailable, canceled.error().message}),
                     *principal);
   }
+  if (wake_deliveries_) wake_deliveries_();
   const std::vector<std::string> urls;
   co_return keyed(
-      http::Response::json(200, to_json_text(render_task(*canceled, reply_dialect(*canceled), urls))),
+      http::Response::json(200, to_json_text(render_task(*canceled, task_dialect(*canceled), urls))),
       *principal);
 }
 

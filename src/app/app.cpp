@@ -29,8 +29,11 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "api/images_api.h"
+#include "api/task_views.h"
 #include "api/tasks_api.h"
+#include "api/upstream_callbacks_api.h"
 #include "jobs/job_runner.h"
+#include "jobs/webhook_dispatcher.h"
 #include "blobs/local/local_blob_store.h"
 #include "blobs/signed_url.h"
 #include "jobs/catalog.h"
@@ -39,7 +42,9 @@
 #include "media/local_renderer.h"
 #include "net/curl_http_client.h"
 #include "providers/local/local_provider.h"
+#include "providers/kie/kie_provider.h"
 #include "providers/openai/openai_provider.h"
+#include "providers/upstream_wakeups.h"
 #include "providers/provider_registry.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -233,6 +238,8 @@ int serve(const Settings& settings) {
   }
   net::CurlHttpClient reference_client(ioc, strict);
 
+  std::string public_base_url;  // known once the port is bound
+  providers::UpstreamWakeups wakeups;
   providers::ProviderRegistry registry;
   for (const auto& p : settings.providers) {
     if (p.type == "local") {
@@ -252,6 +259,27 @@ int serve(const Settings& settings) {
       for (const auto& [from, to] : p.model_map) channel.model_map[from] = to;
       if (!p.allow_private_network) channel.address_policy = net::AddressPolicy{};
       registry.add(std::make_unique<providers::OpenAiProvider>(upstream_client, channel));
+    } else if (p.type == "kie") {
+      providers::KieChannelSettings channel;
+      channel.name = p.name;
+      channel.base_url = p.base_url;
+      channel.api_key = p.api_key;
+      channel.poll_interval_ms = p.poll_interval_ms;
+      channel.request_timeout_ms = std::min(p.timeout_ms, 60'000);
+      channel.connect_timeout_ms = p.connect_timeout_ms;
+      channel.timeout_ms = p.task_timeout_ms;
+      channel.proxy = p.proxy;
+      for (const auto& [from, to] : p.text_to_image_models) channel.text_to_image_models[from] = to;
+      for (const auto& [from, to] : p.image_to_image_models) channel.image_to_image_models[from] = to;
+      if (!p.allow_private_network) channel.address_policy = net::AddressPolicy{};
+      const std::int64_t valid_for_s = p.task_timeout_ms / 1000 + 24 * 3600;
+      channel.callback_url_for = [&signer, &public_base_url, &clock, name = p.name,
+                                  valid_for_s](std::string_view job_id) {
+        return api::upstream_callback_url(signer, public_base_url, name, job_id,
+                                          clock.now_s() + valid_for_s);
+      };
+      registry.add(std::make_unique<providers::KieProvider>(upstream_client, wakeups,
+                                                            std::move(channel), clock));
     }
   }
   jobs::Catalog catalog(settings.models);
@@ -263,27 +291,52 @@ int serve(const Settings& settings) {
   loader_settings.max_redirects = settings.images.reference_max_redirects;
   loader_settings.address_policy = strict.address_policy;
   jobs::ReferenceLoader references(reference_client, loader_settings);
+  jobs::PipelineSettings pipeline_settings;
+  pipeline_settings.async_deadline_ms = settings.tasks.deadline_ms;
+  pipeline_settings.public_blob_url = [&signer, &public_base_url](const std::string& blob_id,
+                                                                  std::int64_t expires_at_s) {
+    const std::string path = "/v1/files/" + blob_id;
+    return public_base_url + path + "?" + signer.sign(path, expires_at_s);
+  };
   jobs::ImagePipeline pipeline(**store, pool, blob_store, catalog, registry, references, random,
-                               clock);
-  if (auto failed = pipeline.fail_interrupted_jobs(); failed && *failed > 0) {
-    log->warn("failed and refunded {} job(s) interrupted by the previous shutdown", *failed);
-  }
+                               clock, std::move(pipeline_settings));
   release_orphaned_holds(**store, *log);
 
-  std::string public_base_url;  // known once the port is bound
+  jobs::WebhookSettings webhook_settings;
+  webhook_settings.retry_schedule_ms = settings.callbacks.retry_schedule_ms;
+  webhook_settings.jitter_percent = settings.callbacks.jitter_percent;
+  webhook_settings.timeout_ms = settings.callbacks.timeout_ms;
+  webhook_settings.connect_timeout_ms = settings.callbacks.connect_timeout_ms;
+  webhook_settings.max_concurrent = settings.callbacks.max_concurrent;
+  webhook_settings.poll_interval_ms = settings.callbacks.poll_interval_ms;
+  webhook_settings.address_policy = strict.address_policy;
+  jobs::WebhookDispatcher webhooks(
+      **store, pool, reference_client, clock, random, webhook_settings,
+      [&public_base_url](const jobs::Job& job) -> std::optional<std::string> {
+        return api::render_callback_body(job, public_base_url);
+      });
+
   http::Router router;
   api::AccountApi account_api(**store, pool, auth, settings.account);
   account_api.register_routes(router);
-  jobs::JobRunner runner(pipeline, **store, pool, static_cast<std::size_t>(settings.tasks.max_running));
+  jobs::JobRunner runner(
+      pipeline, **store, pool, clock,
+      jobs::JobRunnerSettings{static_cast<std::size_t>(settings.tasks.max_running),
+                              settings.tasks.sweep_interval_ms});
+  runner.set_on_finished([&webhooks] { webhooks.notify(); });
   api::ImagesApiSettings images_api_settings = settings.images.api;
   images_api_settings.task_profile = settings.tasks.profile;
   images_api_settings.callback_policy = strict.address_policy;
   api::ImagesApi images_api(**store, pool, auth, pipeline, runner, blob_store, signer, clock,
                             public_base_url, images_api_settings);
   images_api.register_routes(router);
-  api::TasksApi tasks_api(**store, pool, auth,
-                          [&images_api](const http::Request& req) { return images_api.base_url(req); });
+  api::TasksApi tasks_api(
+      **store, pool, auth, clock,
+      [&images_api](const http::Request& req) { return images_api.base_url(req); },
+      [&webhooks] { webhooks.notify(); });
   tasks_api.register_routes(router);
+  api::UpstreamCallbacksApi upstream_callbacks(signer, wakeups);
+  upstream_callbacks.register_routes(router);
 
   // The access log writes one line per request: batched, so the hot path never wakes a
   // thread or makes a system call for it.
@@ -303,6 +356,10 @@ int serve(const Settings& settings) {
     server.begin_shutdown([&, stopping](bool drained) {
       if (!drained) log->warn("grace period over with requests still in flight; stopping");
       *stopping = true;
+      // Unfinished async jobs and undelivered callbacks stay in the store; the next start
+      // resumes them.
+      runner.stop();
+      webhooks.stop();
       for (auto* ctx : io_contexts) ctx->stop();
     });
   });
@@ -318,6 +375,15 @@ int serve(const Settings& settings) {
     std::cerr << "imagegate: error: " << boot.error().message << std::endl;
     return 1;
   }
+  // Resumed only now: a resumed job may need the public URL (upstream callbacks, input URLs).
+  const jobs::RecoveryReport recovered = runner.recover(ioc.get_executor());
+  if (recovered.requeued + recovered.resumed + recovered.failed > 0) {
+    log->warn("recovered unfinished jobs of the previous run: {} requeued, {} resumed, {} failed "
+              "and refunded",
+              recovered.requeued, recovered.resumed, recovered.failed);
+  }
+  runner.start_sweeper(ioc.get_executor());
+  webhooks.start(ioc.get_executor());
   server.start();
   std::cout << "imagegate listening on http://" << settings.server.host << ":" << *port
             << " (public URL " << base_url << ", data in " << settings.data_dir << ")"

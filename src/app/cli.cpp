@@ -12,6 +12,7 @@
 #include "accounts/password.h"
 #include "api/account_api.h"
 #include "app/app.h"
+#include "core/standard_webhooks.h"
 #include "core/text.h"
 
 namespace ig::app {
@@ -111,15 +112,36 @@ int cmd_users_disable(Context& ctx, const std::string& email) {
   return 0;
 }
 
-int cmd_keys_create(Context& ctx, const std::string& email, const std::string& name) {
+int cmd_keys_create(Context& ctx, const std::string& email, const std::string& name,
+                    const std::string& profile) {
   if (name.size() > 200 || !is_valid_utf8(name)) return die("--name must be valid UTF-8, at most 200 bytes");
+  if (!profile.empty() && profile != "seed001" && profile != "seed002") {
+    return die("--profile must be seed001 or seed002");
+  }
   if (auto ok = ctx.open(); !ok) return die(ok.error().message);
   auto user = ctx.user(email);
   if (!user) return die(user.error().message);
   auto key = accounts::generate_api_key(ctx.random);
-  auto stored = ctx.store->create_api_key({user->id, name, key.prefix, key.last4, key.hash});
+  auto stored =
+      ctx.store->create_api_key({user->id, name, key.prefix, key.last4, key.hash, profile});
   if (!stored) return die(stored.error().message);
   std::cout << key.secret << "\n";  // only the key, so scripts can capture it
+  return 0;
+}
+
+// Prints the user's webhook signing secret (creating it on first use), or rotates it first.
+int cmd_webhooks_secret(Context& ctx, const std::string& email, bool rotate) {
+  if (auto ok = ctx.open(); !ok) return die(ok.error().message);
+  auto user = ctx.user(email);
+  if (!user) return die(user.error().message);
+  if (rotate) {
+    const std::string fresh = generate_webhook_secret(ctx.random);
+    if (auto r = ctx.store->set_webhook_secret(user->id, fresh); !r) return die(r.error().message);
+  }
+  const std::string candidate = generate_webhook_secret(ctx.random);
+  auto secret = ctx.store->webhook_secret(user->id, candidate);
+  if (!secret) return die(secret.error().message);
+  std::cout << *secret << "\n";
   return 0;
 }
 
@@ -129,12 +151,13 @@ int cmd_keys_list(Context& ctx, const std::string& email) {
   if (!user) return die(user.error().message);
   auto keys = ctx.store->list_api_keys(user->id);
   if (!keys) return die(keys.error().message);
-  std::printf("%-22s %-20s %-9s %-21s %s\n", "KEY", "NAME", "STATUS", "CREATED", "LAST USED");
+  std::printf("%-22s %-20s %-9s %-8s %-21s %s\n", "KEY", "NAME", "STATUS", "PROFILE", "CREATED",
+              "LAST USED");
   for (const auto& k : *keys) {
     std::string shown = k.prefix + "..." + k.last4;
-    std::printf("%-22s %-20s %-9s %-21s %s\n", shown.c_str(), k.name.c_str(),
-                k.disabled ? "disabled" : "active", format_time(k.created_at).c_str(),
-                format_time(k.last_used_at).c_str());
+    std::printf("%-22s %-20s %-9s %-8s %-21s %s\n", shown.c_str(), k.name.c_str(),
+                k.disabled ? "disabled" : "active", k.profile.empty() ? "-" : k.profile.c_str(),
+                format_time(k.created_at).c_str(), format_time(k.last_used_at).c_str());
   }
   return 0;
 }
@@ -242,7 +265,8 @@ int run_cli(int argc, char** argv) {
   });
 
   auto* users = app.add_subcommand("users", "Manage users")->require_subcommand(1);
-  std::string email, password_in, name, amount, note, prefix;
+  std::string email, password_in, name, amount, note, prefix, profile;
+  bool rotate = false;
   std::optional<std::string> password;
   bool admin = false;
   int limit = 20;
@@ -260,13 +284,25 @@ int run_cli(int argc, char** argv) {
   auto* keys_create = keys->add_subcommand("create", "Create an API key; prints only the key");
   keys_create->add_option("EMAIL", email)->required();
   keys_create->add_option("--name", name, "A label for the key");
-  keys_create->callback([&] { rc = cmd_keys_create(ctx, email, name); });
+  keys_create->add_option("--profile", profile,
+                          "Compatibility profile the key answers in: seed001 (sync unless the "
+                          "request asks for a task) or seed002 (POST /api/v1/images/generations "
+                          "always answers with a pending task); default: the deployment's");
+  keys_create->callback([&] { rc = cmd_keys_create(ctx, email, name, profile); });
   auto* keys_list = keys->add_subcommand("list", "List a user's keys");
   keys_list->add_option("EMAIL", email)->required();
   keys_list->callback([&] { rc = cmd_keys_list(ctx, email); });
   auto* keys_revoke = keys->add_subcommand("revoke", "Revoke a key by its listed prefix (sk-XXXXXXXX)");
   keys_revoke->add_option("PREFIX", prefix)->required();
   keys_revoke->callback([&] { rc = cmd_keys_revoke(ctx, prefix); });
+
+  auto* webhooks = app.add_subcommand("webhooks", "Task callback signing")->require_subcommand(1);
+  auto* secret_cmd = webhooks->add_subcommand(
+      "secret", "Print a user's webhook signing secret (whsec_...), creating it on first use");
+  secret_cmd->add_option("EMAIL", email)->required();
+  secret_cmd->add_flag("--rotate", rotate,
+                       "Replace the secret first (callbacks signed from now on use the new one)");
+  secret_cmd->callback([&] { rc = cmd_webhooks_secret(ctx, email, rotate); });
 
   auto* credits_cmd = app.add_subcommand("credits", "Grant and inspect credits")->require_subcommand(1);
   auto* grant = credits_cmd->add_subcommand("grant", "Add credits (negative AMOUNT adjusts down, never below zero)");

@@ -105,6 +105,33 @@ class TomlReader {
     }
   }
 
+  void read_ints(const toml::table& table, const std::string& prefix, std::string_view key,
+                 std::vector<std::int64_t>& out, std::int64_t lo, std::int64_t hi) {
+    const std::string path = prefix + "." + std::string(key);
+    seen_.insert(path);
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return;
+    const auto* arr = node->as_array();
+    if (arr == nullptr) {
+      type_error(path, "an array of integers", *node);
+      return;
+    }
+    out.clear();
+    for (const auto& item : *arr) {
+      if (!item.is_integer()) {
+        type_error(path + "[]", "an integer", item);
+        return;
+      }
+      const std::int64_t v = *item.value<std::int64_t>();
+      if (v < lo || v > hi) {
+        errors_.push_back(path + ": " + std::to_string(v) + " is out of range [" +
+                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        return;
+      }
+      out.push_back(v);
+    }
+  }
+
   void read_string_table(const toml::table& table, const std::string& prefix,
                          std::string_view key,
                          std::vector<std::pair<std::string, std::string>>& out) {
@@ -233,10 +260,11 @@ Result<void> validate(const Settings& s) {
     if (!provider_names.insert(p.name).second) {
       return fail(ErrorCode::kInvalidRequest, "providers: duplicate name '" + p.name + "'");
     }
-    if (p.type != "local" && p.type != "openai") {
-      return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': unknown type '" + p.type + "' (local, openai)");
+    if (p.type != "local" && p.type != "openai" && p.type != "kie") {
+      return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': unknown type '" + p.type + "' (local, openai, kie)");
     }
-    if (p.type == "openai" && !p.base_url.starts_with("http://") && !p.base_url.starts_with("https://")) {
+    if ((p.type == "openai" || p.type == "kie") && !p.base_url.starts_with("http://") &&
+        !p.base_url.starts_with("https://")) {
       return fail(ErrorCode::kInvalidRequest, "providers '" + p.name + "': base_url must start with http:// or https://");
     }
     if (p.failure_percent < 0 || p.failure_percent > 100) {
@@ -262,6 +290,9 @@ Result<void> validate(const Settings& s) {
   const auto& style = s.images.api.url_style;
   if (s.tasks.profile != "seed001" && s.tasks.profile != "seed002") {
     return fail(ErrorCode::kInvalidRequest, "tasks.profile must be seed001 or seed002");
+  }
+  if (s.callbacks.retry_schedule_ms.empty()) {
+    return fail(ErrorCode::kInvalidRequest, "callbacks.retry_schedule_ms needs at least one entry");
   }
   if (style != "job" && style != "signed") return fail(ErrorCode::kInvalidRequest, "images.url_style must be job or signed");
   const auto& rf = s.images.api.default_response_format;
@@ -353,6 +384,16 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   const auto& tasks = section(root, "tasks", r, errors);
   r.read(tasks, "tasks", "profile", s.tasks.profile);
   r.read(tasks, "tasks", "max_running", s.tasks.max_running, std::pair<std::int64_t, std::int64_t>{1, 100'000});
+  r.read(tasks, "tasks", "deadline_ms", s.tasks.deadline_ms, std::pair<std::int64_t, std::int64_t>{1'000, 7LL * 86'400'000});
+  r.read(tasks, "tasks", "sweep_interval_ms", s.tasks.sweep_interval_ms, std::pair<std::int64_t, std::int64_t>{50, 3'600'000});
+
+  const auto& callbacks = section(root, "callbacks", r, errors);
+  r.read_ints(callbacks, "callbacks", "retry_schedule_ms", s.callbacks.retry_schedule_ms, 0, 7LL * 86'400'000);
+  r.read(callbacks, "callbacks", "jitter_percent", s.callbacks.jitter_percent, std::pair<std::int64_t, std::int64_t>{0, 100});
+  r.read(callbacks, "callbacks", "timeout_ms", s.callbacks.timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
+  r.read(callbacks, "callbacks", "connect_timeout_ms", s.callbacks.connect_timeout_ms, std::pair<std::int64_t, std::int64_t>{100, 600'000});
+  r.read(callbacks, "callbacks", "max_concurrent", s.callbacks.max_concurrent, std::pair<std::int64_t, std::int64_t>{1, 100'000});
+  r.read(callbacks, "callbacks", "poll_interval_ms", s.callbacks.poll_interval_ms, std::pair<std::int64_t, std::int64_t>{10, 60'000});
 
   r.mark("providers");
   if (const toml::node* node = root.get("providers")) {
@@ -378,6 +419,10 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
         r.read(t, prefix, "allow_private_network", p.allow_private_network);
         r.read_string_table(t, prefix, "headers", p.headers);
         r.read_string_table(t, prefix, "model_map", p.model_map);
+        r.read(t, prefix, "poll_interval_ms", p.poll_interval_ms, std::pair<std::int64_t, std::int64_t>{10, 600'000});
+        r.read(t, prefix, "task_timeout_ms", p.task_timeout_ms, std::pair<std::int64_t, std::int64_t>{1'000, 7LL * 86'400'000});
+        r.read_string_table(t, prefix, "text_to_image_models", p.text_to_image_models);
+        r.read_string_table(t, prefix, "image_to_image_models", p.image_to_image_models);
         if (p.name.empty()) errors.push_back(prefix + ".name: required");
         if (p.type.empty()) errors.push_back(prefix + ".type: required");
         s.providers.push_back(std::move(p));

@@ -33,7 +33,7 @@ struct BootstrapSettings {
 // One upstream channel. `type` selects the adapter; the other keys belong to that adapter.
 struct ProviderSettings {
   std::string name;
-  std::string type;  // "local" | "openai"
+  std::string type;  // "local" | "openai" | "kie"
   // local
   int latency_ms = 0;
   int failure_percent = 0;
@@ -47,6 +47,11 @@ struct ProviderSettings {
   std::vector<std::pair<std::string, std::string>> headers;
   std::vector<std::pair<std::string, std::string>> model_map;
   bool allow_private_network = true;  // operator-configured: a local reseller is fine
+  // kie (async task upstreams): createTask, then poll recordInfo (and take its callbacks)
+  int poll_interval_ms = 2'000;
+  std::int64_t task_timeout_ms = 30LL * 60 * 1000;  // how long to wait for one upstream task
+  std::vector<std::pair<std::string, std::string>> text_to_image_models;   // canonical -> id
+  std::vector<std::pair<std::string, std::string>> image_to_image_models;  // canonical -> id
 };
 
 struct ImagesSettings {
@@ -67,6 +72,22 @@ struct TasksSettings {
   std::string profile = "seed001";
   // Async jobs running at once (upstream calls in flight); the rest wait in the queue.
   int max_running = 256;
+  // An async task not finished this long after it was created is failed and refunded.
+  std::int64_t deadline_ms = 30LL * 60 * 1000;
+  std::int64_t sweep_interval_ms = 5'000;
+};
+
+// Task callbacks (Standard Webhooks). The address rules are the reference images' ones.
+struct CallbacksSettings {
+  // Wait before attempt k+1 (the first is immediate); the length is the attempt cap. Standard
+  // Webhooks' schedule; tests compress it.
+  std::vector<std::int64_t> retry_schedule_ms{0,           5'000,       300'000,     1'800'000,
+                                              7'200'000,   18'000'000,  36'000'000,  36'000'000};
+  int jitter_percent = 20;
+  int timeout_ms = 15'000;
+  int connect_timeout_ms = 5'000;
+  int max_concurrent = 64;
+  int poll_interval_ms = 500;
 };
 
 struct Settings {
@@ -84,6 +105,7 @@ struct Settings {
   std::vector<ProviderSettings> providers;
   ImagesSettings images;
   TasksSettings tasks;
+  CallbacksSettings callbacks;
 
   std::string store_path() const;
 };

@@ -2,8 +2,11 @@
 
 #include <boost/json.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "core/json.h"
 #include "core/text.h"
+#include "jobs/prepared_job_codec.h"
 
 namespace ig::jobs {
 namespace asio = boost::asio;
@@ -68,7 +71,7 @@ Result<void> check_capabilities(const ImageRequest& req, const ModelCapabilities
   return {};
 }
 
-std::string params_json(const ImageRequest& req, const ResolvedSize& size) {
+json::object params_object(const ImageRequest& req, const ResolvedSize& size) {
   json::object o{{"prompt", req.prompt},
                  {"n", req.n},
                  {"size", size.label},
@@ -83,8 +86,44 @@ std::string params_json(const ImageRequest& req, const ResolvedSize& size) {
                  {"stream", req.stream}};
   if (req.output_compression) o["output_compression"] = *req.output_compression;
   if (!req.user.empty()) o["user"] = req.user;
-  return to_json_text(o);
+  return o;
 }
+
+// Persists the job engine's progress on an async job: which channel is being tried (counted
+// before the call, so a restart knows the upstream may have the work) and, once an async
+// upstream accepted it, the upstream task id (so a restart waits on it instead of resubmitting).
+class AttemptRecorder final : public providers::UpstreamObserver {
+ public:
+  AttemptRecorder(store::Store& store, BlockingPool& pool, std::string job_id)
+      : store_(store), pool_(pool), job_id_(std::move(job_id)) {}
+
+  // False when the job is no longer running (canceled, or failed by the timeout sweep).
+  asio::awaitable<bool> begin(std::string channel) {
+    JobUpdate update;
+    update.channel = std::move(channel);
+    update.increment_attempts = true;
+    auto step = [this, &update] {
+      return store_.transition_job(job_id_, JobStatus::kRunning, JobStatus::kRunning, update);
+    };
+    auto r = co_await pool_.run(step);
+    co_return r.has_value();
+  }
+
+  asio::awaitable<void> accepted(std::string upstream_task_id) override {
+    JobUpdate update;
+    update.upstream_task_id = std::move(upstream_task_id);
+    auto step = [this, &update] {
+      return store_.transition_job(job_id_, JobStatus::kRunning, JobStatus::kRunning, update);
+    };
+    auto r = co_await pool_.run(step);
+    if (!r) spdlog::warn("job {}: recording the upstream task id failed: {}", job_id_, r.error().message);
+  }
+
+ private:
+  store::Store& store_;
+  BlockingPool& pool_;
+  std::string job_id_;
+};
 
 std::string result_json(const std::vector<StoredImage>& images,
                         const std::optional<providers::ImageUsage>& usage) {
@@ -109,7 +148,8 @@ std::string result_json(const std::vector<StoredImage>& images,
 ImagePipeline::ImagePipeline(store::Store& store, BlockingPool& pool, blobs::BlobStore& blobs,
                              const Catalog& catalog,
                              const providers::ProviderRegistry& providers,
-                             ReferenceLoader& references, Random& random, const Clock& clock)
+                             ReferenceLoader& references, Random& random, const Clock& clock,
+                             PipelineSettings settings)
     : store_(store),
       pool_(pool),
       blobs_(blobs),
@@ -117,7 +157,8 @@ ImagePipeline::ImagePipeline(store::Store& store, BlockingPool& pool, blobs::Blo
       providers_(providers),
       references_(references),
       random_(random),
-      clock_(clock) {}
+      clock_(clock),
+      settings_(std::move(settings)) {}
 
 std::string ImagePipeline::new_job_id() {
   std::lock_guard lock(random_mu_);
@@ -187,24 +228,20 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   new_job.kind = request.is_edit() ? "image.edit" : "image.generation";
   new_job.model = model->id;
   new_job.dialect = caller.dialect;
-  new_job.params_json = params_json(request, *size);
   new_job.reserve = *price;
   new_job.start_running = !caller.async;
   new_job.callback_url = request.callback_url.value_or("");
-  auto create = [this, &new_job] { return store_.create_job(new_job); };
-  auto created = co_await pool_.run(create);
-  if (!created) co_return std::unexpected(store_error(created.error()));
-  const std::string job_id = created->id;
 
   PreparedImageJob prepared;
   prepared.model = model;
   prepared.size = *size;
   prepared.price_input = price_input;
   prepared.price = *price;
-  prepared.job_id = job_id;
+  prepared.job_id = new_job.id;
   prepared.user_id = caller.user_id;
+  prepared.async = caller.async;
   providers::ImageTask& task = prepared.task;
-  task.job_id = job_id;
+  task.job_id = new_job.id;
   task.edit = request.is_edit();
   task.model = model->id;
   task.prompt = request.prompt;
@@ -221,7 +258,99 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   task.images = std::move(inputs);
   task.mask = std::move(mask);
   task.partial_images = request.stream ? request.partial_images : 0;
+
+  json::object params = params_object(request, *size);
+  if (!caller.async) {
+    new_job.params_json = to_json_text(params);
+    auto create = [this, &new_job] { return store_.create_job(new_job); };
+    auto created = co_await pool_.run(create);
+    if (!created) co_return std::unexpected(store_error(created.error()));
+    co_return prepared;
+  }
+
+  // An async job outlives this request and maybe this process: its inputs go to the blob store
+  // and its task into params_json, in the same pool round trip as the job itself.
+  task.deadline_ms = clock_.now_ms() + settings_.async_deadline_ms;
+  struct Persisted {
+    std::string error;
+    store::StoreResult<Job> created = std::unexpected(store::StoreError{});
+  };
+  Persisted done;
+  auto persist = [this, &prepared, &params, &new_job, &done]() -> int {
+    std::vector<StoredInput> inputs;
+    std::optional<StoredInput> mask;
+    for (const auto& img : prepared.task.images) {
+      auto info = blobs_.put(img.bytes, img.mime);
+      if (!info) {
+        done.error = info.error().message;
+        break;
+      }
+      prepared.input_blobs.push_back(info->id);
+      inputs.push_back(StoredInput{info->id, img.mime, img.width, img.height});
+    }
+    if (done.error.empty() && prepared.task.mask) {
+      const auto& m = *prepared.task.mask;
+      auto info = blobs_.put(m.bytes, m.mime);
+      if (info) {
+        prepared.input_blobs.push_back(info->id);
+        mask = StoredInput{info->id, m.mime, m.width, m.height};
+      } else {
+        done.error = info.error().message;
+      }
+    }
+    if (!done.error.empty()) return 0;
+    params["task"] = encode_prepared(prepared, inputs, mask);
+    new_job.params_json = to_json_text(params);
+    done.created = store_.create_job(new_job);
+    return 0;
+  };
+  (void)co_await pool_.run(persist);
+  if (!done.error.empty() || !done.created) {
+    auto cleanup = [this, &prepared] {
+      delete_blobs(prepared.input_blobs);
+      return 0;
+    };
+    (void)co_await pool_.run(cleanup);
+    if (!done.error.empty()) {
+      co_return std::unexpected(
+          Error{ErrorCode::kInternal, "storing the reference images failed: " + done.error});
+    }
+    co_return std::unexpected(store_error(done.created.error()));
+  }
+  publish_inputs(prepared);
   co_return prepared;
+}
+
+void ImagePipeline::publish_inputs(PreparedImageJob& job) const {
+  job.task.image_urls.clear();
+  if (!settings_.public_blob_url || job.task.images.empty()) return;
+  const std::int64_t expires_s = job.task.deadline_ms / 1000 + 3600;
+  for (std::size_t i = 0; i < job.task.images.size() && i < job.input_blobs.size(); ++i) {
+    job.task.image_urls.push_back(settings_.public_blob_url(job.input_blobs[i], expires_s));
+  }
+}
+
+void ImagePipeline::delete_blobs(const std::vector<std::string>& ids) {
+  for (const auto& id : ids) (void)blobs_.remove(id);
+}
+
+Result<PreparedImageJob> ImagePipeline::restore(const Job& job) {
+  auto prepared = decode_prepared(job, catalog_, blobs_);
+  if (!prepared) return prepared;
+  publish_inputs(*prepared);
+  return prepared;
+}
+
+bool ImagePipeline::abandon(const Job& job, std::string_view error_code,
+                            const std::string& reason) {
+  JobFinish finish;
+  finish.status = JobStatus::kFailed;
+  finish.error_code = std::string(error_code);
+  finish.error_message = reason;
+  finish.note = "refund: job " + job.id + ": " + reason;
+  const bool finished = store_.finish_job(job.id, finish).has_value();
+  delete_blobs(prepared_input_blobs(job));
+  return finished;
 }
 
 asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob& job,
@@ -236,12 +365,28 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
       std::unexpected(providers::ProviderError{providers::FailureKind::kFailed,
                                                "no provider channel is configured for this model"});
   std::string channel_used;
+  std::optional<AttemptRecorder> recorder;
+  if (job.async) {
+    recorder.emplace(store_, pool_, job_id);
+    job.task.observer = &*recorder;
+  }
+  bool abandoned = false;
   for (std::size_t i = 0; i < model->channels.size(); ++i) {
+    // A resumed job waits on the channel that already accepted it, and on no other.
+    if (!job.resume_channel.empty() && model->channels[i] != job.resume_channel) continue;
     providers::ImageProvider* provider = providers_.find(model->channels[i]);
     if (provider == nullptr) continue;
     channel_used = model->channels[i];
+    if (recorder && job.task.resume_upstream_task_id.empty()) {
+      const std::string channel_name = channel_used;
+      if (!co_await recorder->begin(channel_name)) {
+        abandoned = true;
+        break;
+      }
+    }
     result = co_await provider->generate(task, partials);
     if (result) break;
+    if (!job.task.resume_upstream_task_id.empty()) break;
     // Fail over on every upstream failure (errors and timeouts, REQUIREMENTS §6) except a
     // rejection of the request itself, which another channel would reject too. The client is
     // charged once whatever happens; a channel that timed out may still bill the operator.
@@ -252,6 +397,11 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     result = std::unexpected(providers::ProviderError{providers::FailureKind::kFailed,
                                                       "upstream returned no images"});
   }
+  if (abandoned) {
+    // Canceled or failed by the timeout sweep while queued for this attempt: it is settled.
+    co_return std::unexpected(
+        Error{ErrorCode::kConflict, "job " + job_id + " was finished by someone else"});
+  }
   if (!result) {
     const auto& perr = result.error();
     const bool client_fault = perr.kind == providers::FailureKind::kInvalidRequest;
@@ -259,8 +409,17 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     finish.status = JobStatus::kFailed;
     finish.error_code = client_fault ? "invalid_request" : "upstream_error";
     finish.error_message = perr.message;
+    if (!client_fault && task.deadline_ms > 0 && clock_.now_ms() >= task.deadline_ms) {
+      // The same outcome as the timeout sweep, whichever of the two got there first.
+      finish.error_code = "timeout";
+      finish.error_message = "the task did not finish before its deadline: " + perr.message;
+    }
     finish.channel = channel_used;
-    auto fail_job = [this, &job_id, &finish] { return store_.finish_job(job_id, finish); };
+    auto fail_job = [this, &job_id, &finish, &job] {
+      auto r = store_.finish_job(job_id, finish);
+      delete_blobs(job.input_blobs);
+      return r;
+    };
     (void)co_await pool_.run(fail_job);
     if (client_fault) co_return std::unexpected(Error::invalid(perr.message, std::nullopt));
     co_return std::unexpected(Error{ErrorCode::kUpstream,
@@ -280,7 +439,7 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     std::optional<Micros> balance;
   };
   Stored done;
-  auto store_results = [this, &result, &done, &job_id, &channel_used, &model, &price_input,
+  auto store_results = [this, &job, &result, &done, &job_id, &channel_used, &model, &price_input,
                         price]() -> int {
     for (auto& img : result->images) {
       auto info = blobs_.put(img.bytes, img.mime);
@@ -314,7 +473,18 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     done.finished = store_.finish_job(job_id, finish);
     if (done.finished) {
       if (auto user = store_.find_user(done.finished->user_id)) done.balance = user->balance;
+    } else {
+      // Someone else finished it first (a cancel, or the timeout sweep that refunded it): that
+      // settlement stands, and these results were never handed out.
+      std::vector<std::string> unused;
+      for (const auto& img : done.images) unused.push_back(img.blob_id);
+      delete_blobs(unused);
+      if (done.finished.error().code == store::StoreErrc::kAlreadyResolved) {
+        spdlog::info("job {} finished upstream after it was already {}; result discarded",
+                     job_id, "settled");
+      }
     }
+    if (job.async) delete_blobs(job.input_blobs);
     return 0;
   };
   (void)co_await pool_.run(store_results);
@@ -329,21 +499,6 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
   outcome.charged = outcome.job.charged;
   outcome.balance_after = done.balance.value_or(0);
   co_return outcome;
-}
-
-Result<int> ImagePipeline::fail_interrupted_jobs() {
-  auto jobs = store_.list_unfinished_jobs();
-  if (!jobs) return fail(ErrorCode::kUnavailable, jobs.error().message);
-  int failed = 0;
-  for (const auto& job : *jobs) {
-    JobFinish finish;
-    finish.status = JobStatus::kFailed;
-    finish.error_code = "internal_error";
-    finish.error_message = "imagegate restarted while the job was running; refunded";
-    finish.note = "refund: job " + job.id + " interrupted by a restart";
-    if (store_.finish_job(job.id, finish)) ++failed;
-  }
-  return failed;
 }
 
 }  // namespace ig::jobs

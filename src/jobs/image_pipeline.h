@@ -9,6 +9,7 @@
 // even if the caller stops listening.
 
 #include <boost/asio/awaitable.hpp>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,21 @@ struct PreparedImageJob {
   std::string job_id;
   std::int64_t user_id = 0;
   providers::ImageTask task;
+  // An async job: its inputs are persisted (params_json "task" + blobs) so that a restart can
+  // run it again, and every upstream attempt is recorded before it is made.
+  bool async = false;
+  std::vector<std::string> input_blobs;  // blobs holding task.images and task.mask (async only)
+  // Resuming after a restart: the channel that already accepted task.resume_upstream_task_id.
+  std::string resume_channel;
+};
+
+struct PipelineSettings {
+  // An async job is abandoned (failed, refunded) this long after it was created.
+  std::int64_t async_deadline_ms = 30 * 60 * 1000;
+  // Absolute URL at which an upstream can fetch a blob until `expires_at_s` (unix seconds); used
+  // for reference images of async jobs (Kie takes input_urls). Empty: no URLs are published.
+  std::function<std::string(const std::string& blob_id, std::int64_t expires_at_s)>
+      public_blob_url;
 };
 
 struct Caller {
@@ -70,7 +86,8 @@ class ImagePipeline {
  public:
   ImagePipeline(store::Store& store, BlockingPool& pool, blobs::BlobStore& blobs,
                 const Catalog& catalog, const providers::ProviderRegistry& providers,
-                ReferenceLoader& references, Random& random, const Clock& clock);
+                ReferenceLoader& references, Random& random, const Clock& clock,
+                PipelineSettings settings = {});
 
   // Validates, loads reference images, prices, and creates the job with its reservation.
   // Nothing is written when this fails. Errors carry the OpenAI error to send.
@@ -85,12 +102,22 @@ class ImagePipeline {
                                                       const ImageRequest& request,
                                                       providers::PartialSink* partials);
 
-  // Startup recovery for synchronous jobs: a job left queued or running by a previous process
-  // had a caller that is gone, so it is failed and refunded (the reason is recorded). Blocking.
-  Result<int> fail_interrupted_jobs();
+  // Fails and refunds an unfinished job with `reason` (kept as the error message and in the
+  // ledger note), and deletes its stored inputs. False when the job had already finished.
+  // Blocking.
+  bool abandon(const Job& job, std::string_view error_code, const std::string& reason);
+  // Blocking: rebuilds a stored async job (see prepared_job_codec.h), with fresh input URLs.
+  Result<PreparedImageJob> restore(const Job& job);
+  // Which channel serves `channel` (null when no longer configured).
+  providers::ImageProvider* provider(std::string_view channel) const {
+    return providers_.find(channel);
+  }
+  const PipelineSettings& settings() const { return settings_; }
 
  private:
   std::string new_job_id();
+  void publish_inputs(PreparedImageJob& job) const;
+  void delete_blobs(const std::vector<std::string>& ids);
 
   store::Store& store_;
   BlockingPool& pool_;
@@ -101,6 +128,7 @@ class ImagePipeline {
   Random& random_;
   std::mutex random_mu_;
   const Clock& clock_;
+  PipelineSettings settings_;
 };
 
 }  // namespace ig::jobs

@@ -8,6 +8,7 @@
 #include <deque>
 
 #include "blobs/memory_blob_store.h"
+#include "jobs/job_runner.h"
 #include "net/fake_http_client.h"
 #include "store/memory/memory_store.h"
 
@@ -241,21 +242,95 @@ TEST_F(ImagePipelineTest, ValidationFailuresWriteNothing) {
   EXPECT_EQ(balance(), credits(10));
 }
 
-TEST_F(ImagePipelineTest, InterruptedJobsAreFailedAndRefundedAtStartup) {
+// Prepares an async job (queued, reserved, task persisted) the way an async create call does.
+PreparedImageJob prepare_async(ImagePipeline& pipeline, std::int64_t user, const ImageRequest& req) {
+  asio::io_context ioc;
+  Caller caller{user, 1, "tasks", true};
+  auto fut = asio::co_spawn(ioc, pipeline.prepare(caller, req), asio::use_future);
+  ioc.run();
+  auto prepared = fut.get();
+  EXPECT_TRUE(prepared.has_value());
+  return std::move(*prepared);
+}
+
+TEST_F(ImagePipelineTest, AsyncJobsRecordEachAttemptBeforeTheUpstreamCall) {
   store_.grant(user_, credits(5), "t");
-  NewJob job;
-  job.id = "img_interrupted";
-  job.user_id = user_;
-  job.kind = "image.generation";
-  job.model = "gpt-image-2";
-  job.reserve = credits(2);
-  ASSERT_TRUE(store_.create_job(job).has_value());
-  EXPECT_EQ(balance(), credits(3));
-  auto failed = pipeline_->fail_interrupted_jobs();
-  ASSERT_TRUE(failed.has_value());
-  EXPECT_EQ(*failed, 1);
+  PreparedImageJob job = prepare_async(*pipeline_, user_, request());
+  EXPECT_EQ(store_.find_job(job.job_id)->status, JobStatus::kQueued);
+  ASSERT_TRUE(store_.transition_job(job.job_id, JobStatus::kQueued, JobStatus::kRunning, {}));
+  a_->script = {ProviderError{FailureKind::kRetryable, "503", 503}};
+  asio::io_context ioc;
+  auto fut = asio::co_spawn(ioc, pipeline_->execute(job, nullptr), asio::use_future);
+  ioc.run();
+  ASSERT_TRUE(fut.get().has_value());
+  const Job done = *store_.find_job(job.job_id);
+  EXPECT_EQ(done.status, JobStatus::kSucceeded);
+  EXPECT_EQ(done.attempts, 2);  // a (refused), then b
+  EXPECT_EQ(done.channel, "b");
+  EXPECT_EQ(a_->last_task.deadline_ms, clock_.now_ms() + PipelineSettings{}.async_deadline_ms);
+}
+
+TEST_F(ImagePipelineTest, RecoveryRequeuesFailsOrRefundsEachUnfinishedJobByWhatIsKnown) {
+  store_.grant(user_, credits(10), "t");
+  // A sync job: its caller is gone.
+  NewJob sync;
+  sync.id = "img_sync";
+  sync.user_id = user_;
+  sync.kind = "image.generation";
+  sync.model = "gpt-image-2";
+  sync.dialect = "openai";
+  sync.reserve = credits(1);
+  sync.start_running = true;
+  ASSERT_TRUE(store_.create_job(sync));
+  // Async: still queued; claimed but never sent; sent to a channel that cannot be asked.
+  PreparedImageJob queued = prepare_async(*pipeline_, user_, request());
+  PreparedImageJob claimed = prepare_async(*pipeline_, user_, request());
+  ASSERT_TRUE(store_.transition_job(claimed.job_id, JobStatus::kQueued, JobStatus::kRunning, {}));
+  PreparedImageJob sent = prepare_async(*pipeline_, user_, request());
+  JobUpdate attempt;
+  attempt.channel = "a";
+  attempt.increment_attempts = true;
+  ASSERT_TRUE(store_.transition_job(sent.job_id, JobStatus::kQueued, JobStatus::kRunning, attempt));
+  EXPECT_EQ(balance(), credits(6));
+
+  JobRunner runner(*pipeline_, store_, pool_, clock_, JobRunnerSettings{});
+  asio::io_context ioc;
+  const RecoveryReport report = runner.recover(ioc.get_executor());
+  EXPECT_EQ(report.requeued, 2);
+  EXPECT_EQ(report.resumed, 0);
+  EXPECT_EQ(report.failed, 2);
+  ioc.run();
+
+  EXPECT_EQ(store_.find_job("img_sync")->status, JobStatus::kFailed);
+  EXPECT_EQ(store_.find_job(queued.job_id)->status, JobStatus::kSucceeded);
+  EXPECT_EQ(store_.find_job(claimed.job_id)->status, JobStatus::kSucceeded);
+  const Job unknown = *store_.find_job(sent.job_id);
+  EXPECT_EQ(unknown.status, JobStatus::kFailed);
+  EXPECT_NE(unknown.error_message.find("outcome is unknown"), std::string::npos)
+      << unknown.error_message;
+  EXPECT_EQ(a_->calls, 2);  // the two requeued jobs; the unknown one was never resubmitted
+  EXPECT_EQ(balance(), credits(8));
+  EXPECT_TRUE(store_.check_ledger()->violations.empty());
+}
+
+TEST_F(ImagePipelineTest, TheTimeoutSweepRefundsOnceAndALateFinishIsDiscarded) {
+  store_.grant(user_, credits(5), "t");
+  PreparedImageJob job = prepare_async(*pipeline_, user_, request());
+  ASSERT_TRUE(store_.transition_job(job.job_id, JobStatus::kQueued, JobStatus::kRunning, {}));
+  JobRunner runner(*pipeline_, store_, pool_, clock_, JobRunnerSettings{});
+  EXPECT_EQ(runner.sweep_once(), 0);
+  clock_.advance_ms(PipelineSettings{}.async_deadline_ms);
+  EXPECT_EQ(runner.sweep_once(), 1);
+  EXPECT_EQ(runner.sweep_once(), 0);
+  EXPECT_EQ(store_.find_job(job.job_id)->error_code, "timeout");
   EXPECT_EQ(balance(), credits(5));
-  EXPECT_EQ(store_.find_job("img_interrupted")->status, JobStatus::kFailed);
+  // The upstream finishes after the deadline: the refund stands.
+  asio::io_context ioc;
+  auto fut = asio::co_spawn(ioc, pipeline_->execute(job, nullptr), asio::use_future);
+  ioc.run();
+  EXPECT_FALSE(fut.get().has_value());
+  EXPECT_EQ(store_.find_job(job.job_id)->status, JobStatus::kFailed);
+  EXPECT_EQ(balance(), credits(5));
   EXPECT_TRUE(store_.check_ledger()->violations.empty());
 }
 

@@ -28,6 +28,15 @@ struct InputImage {
   int height = 0;
 };
 
+// Told when an async-task upstream (Kie) accepted the work, before the adapter waits for the
+// result: the job engine persists the upstream task id so that a restart resumes waiting on it
+// instead of resubmitting (which could bill the operator twice).
+class UpstreamObserver {
+ public:
+  virtual ~UpstreamObserver() = default;
+  virtual boost::asio::awaitable<void> accepted(std::string upstream_task_id) = 0;
+};
+
 struct ImageTask {
   std::string job_id;
   bool edit = false;
@@ -44,8 +53,17 @@ struct ImageTask {
   std::string moderation;      // "" | "auto" | "low"
   std::string user;
   std::vector<InputImage> images;  // reference images (edits)
+  // Public URLs of `images`, same order, when the engine published them (async jobs keep their
+  // inputs as blobs). Upstreams that take URLs instead of bytes (Kie) need them.
+  std::vector<std::string> image_urls;
   std::optional<InputImage> mask;
   int partial_images = 0;  // > 0: deliver that many partial images through the sink
+  // Async-task upstreams only. Non-empty: the upstream already accepted this task under that id
+  // (before a restart); wait for it and never submit again.
+  std::string resume_upstream_task_id;
+  UpstreamObserver* observer = nullptr;  // may be null
+  // Unix ms after which the job is abandoned (0 = only the adapter's own timeout applies).
+  std::int64_t deadline_ms = 0;
 };
 
 struct OutputImage {
@@ -87,6 +105,9 @@ class ImageProvider {
  public:
   virtual ~ImageProvider() = default;
   virtual const std::string& channel() const = 0;
+  // True when running a task again after a crash cannot bill anyone twice (the local renderer),
+  // so a job interrupted mid-call may be requeued instead of failed.
+  virtual bool resubmit_safe() const { return false; }
   // `partials` may be null (no streaming).
   virtual boost::asio::awaitable<std::expected<ImageResult, ProviderError>> generate(
       const ImageTask& task, PartialSink* partials) = 0;

@@ -30,4 +30,16 @@ std::string_view to_string(HoldState state) {
   return "unknown";
 }
 
+std::string_view to_string(DeliveryState state) {
+  switch (state) {
+    case DeliveryState::kPending:
+      return "pending";
+    case DeliveryState::kSucceeded:
+      return "succeeded";
+    case DeliveryState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
 }  // namespace ig::store

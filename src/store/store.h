@@ -71,6 +71,9 @@ struct ApiKey {
   std::optional<std::int64_t> last_used_at;
   bool disabled = false;
   bool deleted = false;
+  // Compatibility profile the key answers in ("" = the deployment's [tasks] profile; else
+  // "seed001" or "seed002"). Validated by the caller; the store keeps it as given.
+  std::string profile;
 };
 
 struct NewApiKey {
@@ -79,6 +82,7 @@ struct NewApiKey {
   std::string prefix;
   std::string last4;
   std::string hash;
+  std::string profile;
 };
 
 // What authentication needs, in one lookup.
@@ -127,8 +131,54 @@ struct LedgerCheckReport {
   std::vector<std::string> violations;  // empty when the ledger is consistent
 };
 
+// --- callback deliveries (the webhook outbox) ---
+// A job created with a callback_url gets exactly one Delivery, inserted by finish_job in the
+// same transaction that finishes the job (so a crash can never lose a callback). Its id is the
+// Standard Webhooks `webhook-id`: "msg_" + the job id, fixed across retries and replays.
+enum class DeliveryState { kPending, kSucceeded, kFailed };
+std::string_view to_string(DeliveryState state);
+
+struct Delivery {
+  std::string id;
+  std::string job_id;
+  std::int64_t user_id = 0;
+  std::string url;
+  std::string body;  // "" until the first attempt renders it; then never changes
+  DeliveryState state = DeliveryState::kPending;
+  int attempts = 0;        // attempts made over the delivery's whole life
+  int cycle_attempts = 0;  // attempts since it was enqueued or last replayed (retry schedule index)
+  std::int64_t next_attempt_at_ms = 0;  // due time while pending (or the end of a claim's lease)
+  std::int64_t created_at_ms = 0;
+  std::optional<std::int64_t> last_attempt_at_ms;
+  int last_status = 0;  // HTTP status of the last attempt; 0 = no response
+  std::string last_error;
+};
+
+struct DeliveryAttempt {
+  std::string delivery_id;
+  int number = 0;  // 1-based over the delivery's life
+  std::int64_t at_ms = 0;
+  std::int64_t duration_ms = 0;
+  int status = 0;  // HTTP status; 0 = no response (timeout, refused, blocked address, ...)
+  std::string error;
+};
+
+// What one attempt found; record_delivery_attempt stores it.
+struct DeliveryOutcome {
+  std::string body;  // the body sent; saved when the delivery had none yet
+  std::int64_t at_ms = 0;
+  std::int64_t duration_ms = 0;
+  int status = 0;
+  std::string error;
+  bool success = false;
+  // When not successful: the next due time, or nullopt to give up (state failed).
+  std::optional<std::int64_t> retry_at_ms;
+};
+
 // Largest page list_jobs returns.
 inline constexpr int kMaxJobsPage = 1000;
+// Most deliveries one claim_due_deliveries call hands out.
+inline constexpr int kMaxDeliveryClaim = 1000;
 
 class Store {
  public:
@@ -197,7 +247,8 @@ class Store {
   virtual StoreResult<jobs::Job> transition_job(std::string_view job_id, jobs::JobStatus from,
                                                 jobs::JobStatus to,
                                                 const jobs::JobUpdate& update) = 0;
-  // Moves a non-final job to finish.status and resolves its hold in the same transaction:
+  // Moves a non-final job to finish.status and resolves its hold in the same transaction (and,
+  // when the job has a callback_url, inserts its pending Delivery due at once):
   // kSucceeded settles finish.charge (<= reserved, else kInvalidArgument), every other final
   // state refunds the whole hold (finish.charge is ignored). Exactly one caller wins a race; the
   // others get kAlreadyResolved and change nothing. An empty finish.note becomes
@@ -213,6 +264,36 @@ class Store {
                                                         std::optional<jobs::JobStatus> status,
                                                         int limit,
                                                         std::optional<std::string> after_id) = 0;
+
+  // --- webhooks ---
+  // The user's webhook signing secret. When the user has none yet, `candidate` is stored and
+  // returned (racing callers all get the one that was stored first). kNotFound: unknown user;
+  // kInvalidArgument: empty candidate (an empty secret would sign nothing).
+  virtual StoreResult<std::string> webhook_secret(std::int64_t user_id,
+                                                  std::string_view candidate) = 0;
+  // Replaces the user's secret (rotation). kNotFound: unknown user; kInvalidArgument: empty.
+  virtual StoreResult<void> set_webhook_secret(std::int64_t user_id, std::string_view secret) = 0;
+  // Claims up to `limit` pending deliveries due at `now_ms` (earliest due first) by moving their
+  // next_attempt_at_ms to now_ms + lease_ms, so a concurrent or later claim skips them until the
+  // lease ends (a crashed attempt is retried then). The returned rows show the lease end.
+  // 1 <= limit <= kMaxDeliveryClaim and lease_ms > 0, else kInvalidArgument.
+  virtual StoreResult<std::vector<Delivery>> claim_due_deliveries(std::int64_t now_ms,
+                                                                  std::int64_t lease_ms,
+                                                                  int limit) = 0;
+  // Appends an attempt (number = attempts + 1), counts it, saves the body if none was saved,
+  // and moves the delivery to succeeded, failed (no retry_at_ms) or pending at retry_at_ms.
+  // kNotFound: unknown delivery. kConflict: the delivery is not pending.
+  virtual StoreResult<Delivery> record_delivery_attempt(std::string_view delivery_id,
+                                                        const DeliveryOutcome& outcome) = 0;
+  // A job's deliveries, oldest first (today at most one); empty for an unknown job.
+  virtual StoreResult<std::vector<Delivery>> list_deliveries(std::string_view job_id) = 0;
+  // A delivery's attempts, oldest first. kNotFound: unknown delivery.
+  virtual StoreResult<std::vector<DeliveryAttempt>> list_delivery_attempts(
+      std::string_view delivery_id) = 0;
+  // Makes a delivery pending and due at now_ms again, with a fresh retry schedule
+  // (cycle_attempts = 0); its id and body do not change. kNotFound: unknown delivery.
+  virtual StoreResult<Delivery> replay_delivery(std::string_view delivery_id,
+                                                std::int64_t now_ms) = 0;
 
   // Verifies, over all data: balance == sum of the user's ledger rows; reserved == sum of open
   // holds; no balance negative; every hold resolved at most once and consistent with its rows;

@@ -450,6 +450,12 @@ class StoreContractTest : public testing::TestWithParam<BackendCase> {
     return ids;
   }
 
+  // A free job, with new_job's callback_url, finished now: its delivery is due now.
+  void finish_hooked_job(const std::string& id, std::int64_t user_id) {
+    make_job(id, user_id, 0);
+    EXPECT_TRUE(ok(store().finish_job(id, {.status = JobStatus::kSucceeded})));
+  }
+
   std::size_t ledger_size(std::int64_t user_id) {
     auto rows = store().list_ledger(user_id, 1000);
     EXPECT_TRUE(ok(rows));
@@ -1468,6 +1474,400 @@ TEST_P(StoreContractTest, ListUnfinishedJobsIsOldestFirst) {
   expect_clean_ledger(store());
 }
 
+// --- API key profiles ---
+
+TEST_P(StoreContractTest, ApiKeyProfileRoundTripsThroughEveryLookup) {
+  User user = make_user("profile@example.com");
+  auto seeded = store().create_api_key({.user_id = user.id,
+                                        .name = "seed",
+                                        .prefix = "sk-PROFILE",
+                                        .last4 = "wxyz",
+                                        .hash = "hash-seed002",
+                                        .profile = "seed002"});
+  ASSERT_TRUE(ok(seeded));
+  EXPECT_EQ(seeded->profile, "seed002");
+  ApiKey plain = make_key(user.id, "sk-PROFILE", "hash-plain");
+  EXPECT_EQ(plain.profile, "");
+
+  auto listed = store().list_api_keys(user.id);
+  ASSERT_TRUE(ok(listed));
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].profile, "seed002");
+  EXPECT_EQ((*listed)[1].profile, "");
+  auto by_prefix = store().find_api_keys_by_prefix("sk-PROFILE");
+  ASSERT_TRUE(ok(by_prefix));
+  ASSERT_EQ(by_prefix->size(), 2u);
+  EXPECT_EQ((*by_prefix)[0].profile, "seed002");
+  EXPECT_EQ((*by_prefix)[1].profile, "");
+  auto auth = store().find_auth_by_key_hash("hash-seed002");
+  ASSERT_TRUE(ok(auth));
+  EXPECT_EQ(auth->key.profile, "seed002");
+  EXPECT_EQ(auth->email, "profile@example.com");  // the user's columns still line up
+  EXPECT_EQ(store().find_auth_by_key_hash("hash-plain")->key.profile, "");
+}
+
+// --- webhook secrets ---
+
+TEST_P(StoreContractTest, WebhookSecretIsStoredOnceAndRotates) {
+  User user = make_user("hooks@example.com");
+  User other = make_user("otherhooks@example.com");
+  EXPECT_EQ(store().webhook_secret(user.id, "whsec_first").value_or(""), "whsec_first");
+  EXPECT_EQ(store().webhook_secret(user.id, "whsec_second").value_or(""), "whsec_first");
+  EXPECT_EQ(store().webhook_secret(other.id, "whsec_other").value_or(""), "whsec_other");
+
+  ASSERT_TRUE(ok(store().set_webhook_secret(user.id, "whsec_rotated")));
+  EXPECT_EQ(store().webhook_secret(user.id, "whsec_third").value_or(""), "whsec_rotated");
+  EXPECT_EQ(store().webhook_secret(other.id, "whsec_x").value_or(""), "whsec_other");
+
+  // Rotation also works before any secret was handed out.
+  User fresh = make_user("freshhooks@example.com");
+  ASSERT_TRUE(ok(store().set_webhook_secret(fresh.id, "whsec_set")));
+  EXPECT_EQ(store().webhook_secret(fresh.id, "whsec_candidate").value_or(""), "whsec_set");
+
+  EXPECT_EQ(code(store().webhook_secret(user.id + 1000, "whsec_nobody")), "kNotFound");
+  EXPECT_EQ(code(store().set_webhook_secret(user.id + 1000, "whsec_nobody")), "kNotFound");
+  EXPECT_EQ(code(store().webhook_secret(user.id, "")), "kInvalidArgument");
+  EXPECT_EQ(code(store().set_webhook_secret(user.id, "")), "kInvalidArgument");
+  EXPECT_EQ(store().webhook_secret(user.id, "whsec_again").value_or(""), "whsec_rotated");
+}
+
+TEST_P(StoreContractTest, RacingWebhookSecretCallersAllGetTheFirstStored) {
+  constexpr int kThreads = 8;
+  User user = make_user("racehooks@example.com");
+  std::vector<StoreResult<std::string>> results(kThreads);
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      results[t] = store().webhook_secret(user.id, "whsec_" + std::to_string(t));
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  ASSERT_TRUE(ok(results[0]));
+  for (const auto& result : results) {
+    ASSERT_TRUE(ok(result));
+    EXPECT_EQ(*result, *results[0]);
+  }
+  EXPECT_EQ(store().webhook_secret(user.id, "whsec_late").value_or(""), *results[0]);
+}
+
+// --- callback deliveries ---
+
+TEST_P(StoreContractTest, FinishingAJobWithACallbackEnqueuesOneDeliveryDueAtOnce) {
+  User user = funded_user("outbox@example.com", credits(10));
+  make_job("job_hooked", user.id, credits(2));
+  EXPECT_TRUE(store().list_deliveries("job_hooked")->empty());  // nothing until it finishes
+  clock_.advance_ms(1234);
+  const std::int64_t finished_at = clock_.now_ms();
+  ASSERT_TRUE(ok(
+      store().finish_job("job_hooked", {.status = JobStatus::kSucceeded, .charge = credits(1)})));
+
+  auto listed = store().list_deliveries("job_hooked");
+  ASSERT_TRUE(ok(listed));
+  ASSERT_EQ(listed->size(), 1u);
+  const Delivery& delivery = (*listed)[0];
+  EXPECT_EQ(delivery.id, "msg_job_hooked");
+  EXPECT_EQ(delivery.job_id, "job_hooked");
+  EXPECT_EQ(delivery.user_id, user.id);
+  EXPECT_EQ(delivery.url, "https://example.com/hook");
+  EXPECT_EQ(delivery.body, "");
+  EXPECT_EQ(delivery.state, DeliveryState::kPending);
+  EXPECT_EQ(delivery.attempts, 0);
+  EXPECT_EQ(delivery.cycle_attempts, 0);
+  EXPECT_EQ(delivery.next_attempt_at_ms, finished_at);
+  EXPECT_EQ(delivery.created_at_ms, finished_at);
+  EXPECT_FALSE(delivery.last_attempt_at_ms.has_value());
+  EXPECT_EQ(delivery.last_status, 0);
+  EXPECT_EQ(delivery.last_error, "");
+  EXPECT_TRUE(store().list_delivery_attempts("msg_job_hooked")->empty());
+
+  // The losers of finish_job enqueue nothing.
+  clock_.advance_ms(10);
+  EXPECT_EQ(code(store().finish_job("job_hooked", {.status = JobStatus::kFailed})),
+            "kAlreadyResolved");
+  EXPECT_EQ(store().list_deliveries("job_hooked")->size(), 1u);
+
+  // No callback_url, no delivery.
+  jobs::NewJob quiet = new_job("job_quiet", user.id, credits(1));
+  quiet.callback_url = "";
+  ASSERT_TRUE(ok(store().create_job(quiet)));
+  ASSERT_TRUE(ok(store().finish_job("job_quiet", {.status = JobStatus::kFailed})));
+  EXPECT_TRUE(store().list_deliveries("job_quiet")->empty());
+
+  // A cancel is a finish too; a cancel that loses its compare-and-set enqueues nothing.
+  make_job("job_cancel", user.id, 0);
+  make_job("job_busy", user.id, 0);
+  ASSERT_TRUE(ok(store().transition_job("job_busy", JobStatus::kQueued, JobStatus::kRunning, {})));
+  const jobs::JobFinish cancel{.status = JobStatus::kCanceled, .only_from = JobStatus::kQueued};
+  EXPECT_EQ(code(store().finish_job("job_busy", cancel)), "kConflict");
+  EXPECT_TRUE(store().list_deliveries("job_busy")->empty());
+  ASSERT_TRUE(ok(store().finish_job("job_cancel", cancel)));
+  auto canceled = store().list_deliveries("job_cancel");
+  ASSERT_TRUE(ok(canceled));
+  ASSERT_EQ(canceled->size(), 1u);
+  EXPECT_EQ((*canceled)[0].id, "msg_job_cancel");
+  EXPECT_EQ((*canceled)[0].next_attempt_at_ms, clock_.now_ms());
+
+  EXPECT_TRUE(store().list_deliveries("job_nope")->empty());
+  auto due = store().claim_due_deliveries(clock_.now_ms(), 30'000, 10);
+  ASSERT_TRUE(ok(due));
+  ASSERT_EQ(due->size(), 2u);
+  EXPECT_EQ((*due)[0].id, "msg_job_hooked");
+  EXPECT_EQ((*due)[1].id, "msg_job_cancel");
+  expect_clean_ledger(store());
+}
+
+TEST_P(StoreContractTest, ClaimHandsOutDueDeliveriesEarliestFirstAndLeasesThem) {
+  User user = make_user("claims@example.com");
+  const std::int64_t t0 = clock_.now_ms();
+  finish_hooked_job("job_c", user.id);  // due t0
+  finish_hooked_job("job_d", user.id);  // due t0 too: created later, so claimed after job_c
+  clock_.advance_ms(10);
+  finish_hooked_job("job_a", user.id);  // due t0 + 10
+  clock_.advance_ms(10);
+  finish_hooked_job("job_b", user.id);  // due t0 + 20
+  auto ids = [](const StoreResult<std::vector<Delivery>>& claimed) {
+    EXPECT_TRUE(ok(claimed));
+    std::vector<std::string> out;
+    if (claimed) {
+      for (const Delivery& delivery : *claimed) out.push_back(delivery.id);
+    }
+    return out;
+  };
+  using Ids = std::vector<std::string>;
+  constexpr std::int64_t kLease = 1000;
+
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 - 1, kLease, 10)), Ids{});
+  auto first = store().claim_due_deliveries(t0 + 15, kLease, 2);
+  EXPECT_EQ(ids(first), (Ids{"msg_job_c", "msg_job_d"}));
+  ASSERT_TRUE(ok(first));
+  for (const Delivery& delivery : *first) {
+    EXPECT_EQ(delivery.next_attempt_at_ms, t0 + 15 + kLease);  // the lease end
+    EXPECT_EQ(delivery.state, DeliveryState::kPending);
+  }
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 + 15, kLease, 10)), (Ids{"msg_job_a"}));
+  // Everything due is leased now: nothing more until a lease ends or job_b falls due.
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 + 15, kLease, 10)), Ids{});
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 + 25, kLease, 10)), (Ids{"msg_job_b"}));
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 + 15 + kLease - 1, kLease, 10)), Ids{});
+  // A lease that ran out (the claimer crashed) makes the delivery due again, in due order.
+  EXPECT_EQ(ids(store().claim_due_deliveries(t0 + 15 + kLease, kLease, 10)),
+            (Ids{"msg_job_c", "msg_job_d", "msg_job_a"}));
+  auto stored = store().list_deliveries("job_c");
+  ASSERT_TRUE(ok(stored));
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].next_attempt_at_ms, t0 + 15 + 2 * kLease);
+  EXPECT_EQ((*stored)[0].attempts, 0);  // claiming is not attempting
+
+  EXPECT_EQ(code(store().claim_due_deliveries(t0, kLease, 0)), "kInvalidArgument");
+  EXPECT_EQ(code(store().claim_due_deliveries(t0, kLease, kMaxDeliveryClaim + 1)),
+            "kInvalidArgument");
+  EXPECT_EQ(code(store().claim_due_deliveries(t0, 0, 10)), "kInvalidArgument");
+  EXPECT_EQ(code(store().claim_due_deliveries(t0, -5, 10)), "kInvalidArgument");
+  EXPECT_TRUE(ok(store().claim_due_deliveries(t0, kLease, kMaxDeliveryClaim)));
+}
+
+TEST_P(StoreContractTest, RecordedAttemptsRetryGiveUpOrSucceed) {
+  User user = make_user("attempts@example.com");
+  finish_hooked_job("job_retry", user.id);
+  finish_hooked_job("job_ok", user.id);
+  const std::int64_t t0 = clock_.now_ms();
+  ASSERT_EQ(store().claim_due_deliveries(t0, 30'000, 10)->size(), 2u);
+
+  // A failure with a retry time: pending again, due then, with the body kept.
+  auto retried = store().record_delivery_attempt("msg_job_retry", {.body = R"({"id":"job_retry"})",
+                                                                   .at_ms = t0 + 1,
+                                                                   .duration_ms = 250,
+                                                                   .status = 503,
+                                                                   .error = "HTTP 503",
+                                                                   .retry_at_ms = t0 + 5000});
+  ASSERT_TRUE(ok(retried));
+  EXPECT_EQ(retried->state, DeliveryState::kPending);
+  EXPECT_EQ(retried->attempts, 1);
+  EXPECT_EQ(retried->cycle_attempts, 1);
+  EXPECT_EQ(retried->body, R"({"id":"job_retry"})");
+  EXPECT_EQ(retried->next_attempt_at_ms, t0 + 5000);
+  EXPECT_EQ(retried->last_attempt_at_ms, t0 + 1);
+  EXPECT_EQ(retried->last_status, 503);
+  EXPECT_EQ(retried->last_error, "HTTP 503");
+  EXPECT_TRUE(store().claim_due_deliveries(t0 + 4999, 30'000, 10)->empty());
+  auto again = store().claim_due_deliveries(t0 + 5000, 30'000, 10);
+  ASSERT_TRUE(ok(again));
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].body, R"({"id":"job_retry"})");
+
+  // A second failure: the first body stays (the webhook id and bytes never change).
+  auto second = store().record_delivery_attempt("msg_job_retry", {.body = "a different rendering",
+                                                                  .at_ms = t0 + 5001,
+                                                                  .duration_ms = 10'000,
+                                                                  .status = 0,
+                                                                  .error = "timeout",
+                                                                  .retry_at_ms = t0 + 60'000});
+  ASSERT_TRUE(ok(second));
+  EXPECT_EQ(second->attempts, 2);
+  EXPECT_EQ(second->cycle_attempts, 2);
+  EXPECT_EQ(second->body, R"({"id":"job_retry"})");
+  EXPECT_EQ(second->last_status, 0);
+  EXPECT_EQ(second->last_error, "timeout");
+
+  // No retry time: give up.
+  auto given_up = store().record_delivery_attempt(
+      "msg_job_retry",
+      {.at_ms = t0 + 60'001, .duration_ms = 5, .status = 410, .error = "HTTP 410"});
+  ASSERT_TRUE(ok(given_up));
+  EXPECT_EQ(given_up->state, DeliveryState::kFailed);
+  EXPECT_EQ(given_up->attempts, 3);
+  EXPECT_EQ(given_up->last_status, 410);
+  EXPECT_EQ(given_up->last_attempt_at_ms, t0 + 60'001);
+  EXPECT_EQ(given_up->body, R"({"id":"job_retry"})");
+  EXPECT_EQ(code(store().record_delivery_attempt("msg_job_retry", {.success = true})), "kConflict");
+
+  // Success on the first try; a late second report conflicts and changes nothing.
+  auto delivered = store().record_delivery_attempt("msg_job_ok", {.body = "{}",
+                                                                  .at_ms = t0 + 2,
+                                                                  .duration_ms = 40,
+                                                                  .status = 204,
+                                                                  .success = true,
+                                                                  .retry_at_ms = t0 + 99});
+  ASSERT_TRUE(ok(delivered));
+  EXPECT_EQ(delivered->state, DeliveryState::kSucceeded);
+  EXPECT_EQ(delivered->attempts, 1);
+  EXPECT_EQ(delivered->cycle_attempts, 1);
+  EXPECT_EQ(delivered->body, "{}");
+  EXPECT_EQ(delivered->last_status, 204);
+  EXPECT_EQ(delivered->last_error, "");
+  EXPECT_EQ(code(store().record_delivery_attempt(
+                "msg_job_ok", {.at_ms = t0 + 3, .status = 500, .retry_at_ms = t0 + 9})),
+            "kConflict");
+  auto kept = store().list_deliveries("job_ok");
+  ASSERT_TRUE(ok(kept));
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].state, DeliveryState::kSucceeded);
+  EXPECT_EQ((*kept)[0].attempts, 1);
+  EXPECT_EQ(store().list_delivery_attempts("msg_job_ok")->size(), 1u);
+
+  // Finished deliveries are never claimed again.
+  EXPECT_TRUE(store().claim_due_deliveries(t0 + 10'000'000, 30'000, 10)->empty());
+  EXPECT_EQ(code(store().record_delivery_attempt("msg_nope", {.success = true})), "kNotFound");
+}
+
+TEST_P(StoreContractTest, DeliveryAttemptsListOldestFirst) {
+  User user = make_user("history@example.com");
+  finish_hooked_job("job_h", user.id);
+  finish_hooked_job("job_none", user.id);
+  const std::int64_t t0 = clock_.now_ms();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(ok(store().record_delivery_attempt(
+        "msg_job_h",
+        {.body = "body " + std::to_string(i),
+         .at_ms = t0 + i * 100,
+         .duration_ms = i,
+         .status = 500 + i,
+         .error = "error " + std::to_string(i),
+         .retry_at_ms = i < 3 ? std::optional<std::int64_t>(t0 + i * 100 + 50) : std::nullopt})));
+  }
+  auto attempts = store().list_delivery_attempts("msg_job_h");
+  ASSERT_TRUE(ok(attempts));
+  ASSERT_EQ(attempts->size(), 3u);
+  for (int i = 1; i <= 3; ++i) {
+    const DeliveryAttempt& attempt = (*attempts)[static_cast<std::size_t>(i - 1)];
+    EXPECT_EQ(attempt.delivery_id, "msg_job_h");
+    EXPECT_EQ(attempt.number, i);
+    EXPECT_EQ(attempt.at_ms, t0 + i * 100);
+    EXPECT_EQ(attempt.duration_ms, i);
+    EXPECT_EQ(attempt.status, 500 + i);
+    EXPECT_EQ(attempt.error, "error " + std::to_string(i));
+  }
+  EXPECT_EQ(store().list_deliveries("job_h")->at(0).body, "body 1");
+  EXPECT_EQ(store().list_deliveries("job_h")->at(0).state, DeliveryState::kFailed);
+  EXPECT_TRUE(ok(store().list_delivery_attempts("msg_job_none")));
+  EXPECT_TRUE(store().list_delivery_attempts("msg_job_none")->empty());
+  EXPECT_EQ(code(store().list_delivery_attempts("msg_nope")), "kNotFound");
+}
+
+TEST_P(StoreContractTest, ReplayStartsAFreshScheduleAndKeepsTheHistory) {
+  User user = make_user("replay@example.com");
+  finish_hooked_job("job_r", user.id);
+  const std::int64_t t0 = clock_.now_ms();
+  ASSERT_TRUE(ok(store().record_delivery_attempt(
+      "msg_job_r", {.body = "the body", .at_ms = t0, .status = 500, .retry_at_ms = t0 + 10})));
+  ASSERT_TRUE(ok(store().record_delivery_attempt("msg_job_r", {.at_ms = t0 + 10, .status = 500})));
+  ASSERT_EQ(store().list_deliveries("job_r")->at(0).state, DeliveryState::kFailed);
+  EXPECT_TRUE(store().claim_due_deliveries(t0 + 1'000'000, 1000, 10)->empty());
+
+  auto replayed = store().replay_delivery("msg_job_r", t0 + 500);
+  ASSERT_TRUE(ok(replayed));
+  EXPECT_EQ(replayed->id, "msg_job_r");
+  EXPECT_EQ(replayed->state, DeliveryState::kPending);
+  EXPECT_EQ(replayed->cycle_attempts, 0);
+  EXPECT_EQ(replayed->attempts, 2);
+  EXPECT_EQ(replayed->body, "the body");
+  EXPECT_EQ(replayed->next_attempt_at_ms, t0 + 500);
+  EXPECT_EQ(replayed->last_attempt_at_ms, t0 + 10);
+  EXPECT_EQ(replayed->last_status, 500);
+  EXPECT_EQ(store().list_delivery_attempts("msg_job_r")->size(), 2u);
+
+  EXPECT_TRUE(store().claim_due_deliveries(t0 + 499, 1000, 10)->empty());
+  auto claimed = store().claim_due_deliveries(t0 + 500, 1000, 10);
+  ASSERT_TRUE(ok(claimed));
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, "msg_job_r");
+  auto delivered = store().record_delivery_attempt(
+      "msg_job_r", {.body = "ignored", .at_ms = t0 + 501, .status = 200, .success = true});
+  ASSERT_TRUE(ok(delivered));
+  EXPECT_EQ(delivered->attempts, 3);
+  EXPECT_EQ(delivered->cycle_attempts, 1);
+  EXPECT_EQ(delivered->body, "the body");
+  auto attempts = store().list_delivery_attempts("msg_job_r");
+  ASSERT_TRUE(ok(attempts));
+  ASSERT_EQ(attempts->size(), 3u);
+  EXPECT_EQ(attempts->back().number, 3);
+  EXPECT_EQ(attempts->back().status, 200);
+
+  // A delivered callback can be replayed too (the receiver lost it).
+  auto resent = store().replay_delivery("msg_job_r", t0 + 900);
+  ASSERT_TRUE(ok(resent));
+  EXPECT_EQ(resent->state, DeliveryState::kPending);
+  EXPECT_EQ(resent->cycle_attempts, 0);
+  EXPECT_EQ(resent->attempts, 3);
+  EXPECT_EQ(store().list_deliveries("job_r")->size(), 1u);
+  EXPECT_EQ(code(store().replay_delivery("msg_nope", t0)), "kNotFound");
+}
+
+TEST_P(StoreContractTest, ConcurrentClaimsNeverHandOutADeliveryTwice) {
+  constexpr int kDeliveries = 60;
+  constexpr int kThreads = 8;
+  User user = make_user("claimrace@example.com");
+  for (int i = 0; i < kDeliveries; ++i) finish_hooked_job("job_cr_" + std::to_string(i), user.id);
+  const std::int64_t now = clock_.now_ms();
+
+  std::mutex mu;
+  std::vector<std::string> claimed, errors;
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      for (;;) {
+        auto batch = store().claim_due_deliveries(now, 60'000, 3);
+        std::lock_guard lock(mu);
+        if (!batch) {
+          errors.push_back(batch.error().message);
+          return;
+        }
+        if (batch->empty()) return;
+        for (const Delivery& delivery : *batch) claimed.push_back(delivery.id);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_TRUE(errors.empty()) << joined(errors);
+  std::sort(claimed.begin(), claimed.end());
+  EXPECT_EQ(std::adjacent_find(claimed.begin(), claimed.end()), claimed.end());
+  EXPECT_EQ(claimed.size(), static_cast<std::size_t>(kDeliveries));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest, testing::ValuesIn(backend_cases()),
                          [](const testing::TestParamInfo<BackendCase>& info) {
                            return info.param.name;
@@ -1491,6 +1891,21 @@ class RawDb {
   // SQLite result code of running `sql`.
   int exec(const std::string& sql) {
     return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  }
+  // Every row's last column, joined by newlines (e.g. EXPLAIN QUERY PLAN's details).
+  std::string last_column(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
+    }
+    while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, sqlite3_column_count(stmt) - 1);
+      if (text != nullptr) out += reinterpret_cast<const char*>(text);
+      out += "\n";
+    }
+    sqlite3_finalize(stmt);
+    return out;
   }
   std::int64_t integer(const std::string& sql) {
     sqlite3_stmt* stmt = nullptr;
@@ -1771,7 +2186,10 @@ TEST_F(SqliteStoreTest, MigratingAVersionTwoFileAddsJobs) {
   {
     // Roll the file back to what a version-2 binary left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.exec("DROP TABLE jobs; DELETE FROM schema_migrations WHERE version >= 3"),
+    ASSERT_EQ(raw.exec("DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE jobs; "
+                       "ALTER TABLE api_keys DROP COLUMN profile; "
+                       "ALTER TABLE users DROP COLUMN webhook_secret; "
+                       "DELETE FROM schema_migrations WHERE version >= 3"),
               SQLITE_OK);
   }
   auto store = open_store();
@@ -1785,6 +2203,139 @@ TEST_F(SqliteStoreTest, MigratingAVersionTwoFileAddsJobs) {
             SqliteStore::latest_schema_version());
 }
 
+TEST_F(SqliteStoreTest, MigratingAVersionThreeFileAddsProfilesAndDeliveries) {
+  std::int64_t user_id = 0;
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    auto user = store->create_user({.email = "v3@example.com", .password_hash = "h"});
+    ASSERT_TRUE(ok(user));
+    user_id = user->id;
+    ASSERT_TRUE(ok(store->grant(user_id, credits(5), "seed")));
+    ASSERT_TRUE(ok(store->create_api_key({.user_id = user_id,
+                                          .name = "old",
+                                          .prefix = "sk-OLDOLDOL",
+                                          .last4 = "o",
+                                          .hash = "h-old"})));
+    for (const char* id : {"job_done_before", "job_running_across"}) {
+      ASSERT_TRUE(ok(store->create_job({.id = id,
+                                        .user_id = user_id,
+                                        .kind = "image.generation",
+                                        .callback_url = "https://example.com/hook",
+                                        .reserve = credits(1)})));
+    }
+    ASSERT_TRUE(ok(store->finish_job("job_done_before", {.status = JobStatus::kFailed})));
+  }
+  {
+    // Roll the file back to what a version-3 binary left behind.
+    RawDb raw(path_);
+    ASSERT_EQ(raw.exec("DROP TABLE delivery_attempts; DROP TABLE deliveries; "
+                       "ALTER TABLE api_keys DROP COLUMN profile; "
+                       "ALTER TABLE users DROP COLUMN webhook_secret; "
+                       "DELETE FROM schema_migrations WHERE version >= 4"),
+              SQLITE_OK);
+  }
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->find_auth_by_key_hash("h-old")->key.profile, "");
+  EXPECT_EQ(store->webhook_secret(user_id, "whsec_new").value_or(""), "whsec_new");
+  // Jobs finished before the upgrade are not called back after it; jobs in flight are.
+  EXPECT_TRUE(store->list_deliveries("job_done_before")->empty());
+  ASSERT_TRUE(ok(store->finish_job("job_running_across", {.status = JobStatus::kFailed})));
+  EXPECT_EQ(store->list_deliveries("job_running_across")->size(), 1u);
+  expect_clean_ledger(*store);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"),
+            SqliteStore::latest_schema_version());
+}
+
+TEST_F(SqliteStoreTest, TheDueClaimReadsOnlyThePendingIndex) {
+  auto store = open_store(1);
+  ASSERT_TRUE(store);
+  RawDb raw(path_);
+  std::string plan = raw.last_column(
+      "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE state = 'pending' AND "
+      "next_attempt_at_ms <= 5 ORDER BY next_attempt_at_ms, rowid LIMIT 10");
+  EXPECT_NE(plan.find("USING INDEX deliveries_due"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("TEMP B-TREE"), std::string::npos) << plan;  // no sort step
+  plan = raw.last_column(
+      "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE job_id = 'j' "
+      "ORDER BY created_at_ms, rowid");
+  EXPECT_NE(plan.find("USING INDEX deliveries_by_job"), std::string::npos) << plan;
+}
+
+TEST_F(SqliteStoreTest, SchemaGuardsDeliveries) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "guardhooks@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->create_job({.id = "job_gd",
+                                    .user_id = user->id,
+                                    .kind = "image.generation",
+                                    .callback_url = "https://example.com/hook"})));
+  ASSERT_TRUE(ok(store->finish_job("job_gd", {.status = JobStatus::kSucceeded})));
+  ASSERT_TRUE(ok(
+      store->record_delivery_attempt("msg_job_gd", {.at_ms = 1, .status = 500, .retry_at_ms = 2})));
+
+  RawDb raw(path_);
+  auto refused = [&](const std::string& sql) {
+    return (raw.exec(sql) & 0xff) == SQLITE_CONSTRAINT;
+  };
+  EXPECT_TRUE(refused("UPDATE deliveries SET state = 'done'"));
+  EXPECT_TRUE(refused("UPDATE deliveries SET cycle_attempts = attempts + 1"));
+  EXPECT_TRUE(refused("UPDATE deliveries SET last_attempt_at_ms = NULL"));  // attempted
+  EXPECT_TRUE(refused("UPDATE users SET webhook_secret = ''"));
+  // An attempt number is used once.
+  EXPECT_TRUE(
+      refused("INSERT INTO delivery_attempts(delivery_id, number, at_ms, duration_ms, status) "
+              "VALUES ('msg_job_gd', 1, 0, 0, 0)"));
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM delivery_attempts"), 1);
+}
+
+TEST_F(SqliteStoreTest, TwoStoresOnOneFileNeverClaimADeliveryTwice) {
+  constexpr int kDeliveries = 60;
+  constexpr int kThreads = 8;
+  auto server = open_store();
+  auto cli = open_store(2);
+  ASSERT_TRUE(server && cli);
+  auto user = server->create_user({.email = "twoclaims@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  for (int i = 0; i < kDeliveries; ++i) {
+    std::string id = "job_tc_" + std::to_string(i);
+    ASSERT_TRUE(ok(server->create_job({.id = id,
+                                       .user_id = user->id,
+                                       .kind = "image.generation",
+                                       .callback_url = "https://example.com/hook"})));
+    ASSERT_TRUE(ok(server->finish_job(id, {.status = JobStatus::kSucceeded})));
+  }
+  const std::int64_t now = clock_.now_ms();
+  std::mutex mu;
+  std::vector<std::string> claimed, errors;
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Store& store = t % 2 == 0 ? static_cast<Store&>(*server) : *cli;
+      start.arrive_and_wait();
+      for (;;) {
+        auto batch = store.claim_due_deliveries(now, 60'000, 2);
+        std::lock_guard lock(mu);
+        if (!batch) {
+          errors.push_back(batch.error().message);
+          return;
+        }
+        if (batch->empty()) return;
+        for (const Delivery& delivery : *batch) claimed.push_back(delivery.id);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_TRUE(errors.empty()) << joined(errors);
+  std::sort(claimed.begin(), claimed.end());
+  EXPECT_EQ(std::adjacent_find(claimed.begin(), claimed.end()), claimed.end());
+  EXPECT_EQ(claimed.size(), static_cast<std::size_t>(kDeliveries));
+}
+
 TEST(JobStatusText, RoundTrips) {
   for (JobStatus status : {JobStatus::kQueued, JobStatus::kRunning, JobStatus::kSucceeded,
                            JobStatus::kFailed, JobStatus::kCanceled, JobStatus::kExpired}) {
@@ -1796,6 +2347,12 @@ TEST(JobStatusText, RoundTrips) {
   EXPECT_FALSE(jobs::job_status_from_string("").has_value());
   EXPECT_FALSE(jobs::is_final(JobStatus::kRunning));
   EXPECT_TRUE(jobs::is_final(JobStatus::kExpired));
+}
+
+TEST(DeliveryStateText, NamesEachState) {
+  EXPECT_EQ(to_string(DeliveryState::kPending), "pending");
+  EXPECT_EQ(to_string(DeliveryState::kSucceeded), "succeeded");
+  EXPECT_EQ(to_string(DeliveryState::kFailed), "failed");
 }
 
 TEST_F(SqliteStoreTest, OpenValidatesSettingsAndCreatesDirectories) {

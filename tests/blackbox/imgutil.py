@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FAKE_KIE = REPO_ROOT / "tests" / "fakes" / "fake_kie.py"
 FAKE_OPENAI = REPO_ROOT / "tests" / "fakes" / "fake_openai.py"
 
 # Image jobs run the local renderer under ASan: give every generation call room.
@@ -258,9 +259,14 @@ def assert_ledger_ok(inst):
 
 # ---- a fake OpenAI upstream ------------------------------------------------------------------
 
-class FakeOpenAI:
-    def __init__(self, timeout: float = 10.0):
-        self.proc = subprocess.Popen([sys.executable, str(FAKE_OPENAI), "--port", "0"],
+class _FakeUpstream:
+    """A fake upstream script from tests/fakes/ run on a free port (it prints its port)."""
+
+    script: Path
+    banner: str
+
+    def __init__(self, timeout: float = 10.0, args=()):
+        self.proc = subprocess.Popen([sys.executable, str(self.script), "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         self.port = None
@@ -269,26 +275,22 @@ class FakeOpenAI:
         t.start()
         t.join(timeout)
         line = line_box[0].decode() if line_box else ""
-        m = re.search(r"fake-openai listening on 127\.0\.0\.1:(\d+)", line)
+        m = re.search(self.banner + r" listening on 127\.0\.0\.1:(\d+)", line)
         if not m:
             self.close()
             raise AssertionError(f"fake upstream did not start: {line!r}")
         self.port = int(m.group(1))
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def control(self, **kw):
-        r = requests.post(f"http://127.0.0.1:{self.port}/_control", json=kw, timeout=5)
-        assert r.status_code == 200
-
-    def reset(self):
-        self.control(mode="ok", delay_ms=0, fail_every=0, fail_mode="500", noisy=False)
-        assert requests.post(f"http://127.0.0.1:{self.port}/_reset", timeout=5).status_code == 200
+        r = requests.post(f"{self.origin}/_control", json=kw, timeout=5)
+        assert r.status_code == 200, r.text
 
     def stats(self) -> dict:
-        return requests.get(f"http://127.0.0.1:{self.port}/_stats", timeout=5).json()
+        return requests.get(f"{self.origin}/_stats", timeout=5).json()
 
     def close(self):
         if self.proc.poll() is None:
@@ -297,6 +299,35 @@ class FakeOpenAI:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+
+
+class FakeOpenAI(_FakeUpstream):
+    script = FAKE_OPENAI
+    banner = "fake-openai"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    def reset(self):
+        self.control(mode="ok", delay_ms=0, fail_every=0, fail_mode="500", noisy=False)
+        assert requests.post(f"{self.origin}/_reset", timeout=5).status_code == 200
+
+
+class FakeKie(_FakeUpstream):
+    """tests/fakes/fake_kie.py: createTask / recordInfo / callbacks, with faults (see its doc)."""
+    script = FAKE_KIE
+    banner = "fake-kie"
+
+    def __init__(self, delay_ms: int = 200, timeout: float = 10.0):
+        super().__init__(timeout, args=("--delay-ms", str(delay_ms)))
+
+    @property
+    def base_url(self) -> str:
+        return self.origin
+
+    def reset(self):
+        assert requests.post(f"{self.origin}/_reset", timeout=5).status_code == 200
 
 
 # ---- a local image host for reference URLs ---------------------------------------------------

@@ -245,7 +245,7 @@ def receiver():
 
 def test_defaults_and_stats_shape(kie):
     s = kie.stats()
-    assert s["settings"] == {"mode": "ok", "delay_ms": 200, "fail_first_n_creates": 0, "api_key": KEY}
+    assert s["settings"] == {"mode": "ok", "delay_ms": 200, "delay_max_ms": 0, "fail_first_n_creates": 0, "api_key": KEY}
     for k in ("creates", "record_polls", "callbacks_sent", "callbacks_failed", "file_downloads"):
         assert s[k] == 0, k
     assert s["tasks"] == {}
@@ -599,14 +599,14 @@ def test_reset_cancels_pending_callbacks(kie, receiver):
 # ---- control ---------------------------------------------------------------------------------
 
 def test_control_merges_and_validates(kie):
-    assert kie.control(delay_ms=5) == {"mode": "ok", "delay_ms": 5, "fail_first_n_creates": 0, "api_key": KEY}
-    assert kie.control(mode="fail") == {"mode": "fail", "delay_ms": 5, "fail_first_n_creates": 0, "api_key": KEY}
+    assert kie.control(delay_ms=5) == {"mode": "ok", "delay_ms": 5, "delay_max_ms": 0, "fail_first_n_creates": 0, "api_key": KEY}
+    assert kie.control(mode="fail") == {"mode": "fail", "delay_ms": 5, "delay_max_ms": 0, "fail_first_n_creates": 0, "api_key": KEY}
     for bad in ({"mode": "nope"}, {"delay_ms": -1}, {"delay_ms": "5"}, {"fail_first_n_creates": True},
                 {"api_key": ""}, {"whatever": 1}):
         r = requests.post(f"{kie.url}/_control", json=bad, timeout=T)
         assert r.status_code == 400 and "error" in r.json(), bad
     assert requests.post(f"{kie.url}/_control", data=b"[1]", timeout=T).status_code == 400
-    assert kie.stats()["settings"] == {"mode": "fail", "delay_ms": 5, "fail_first_n_creates": 0, "api_key": KEY}
+    assert kie.stats()["settings"] == {"mode": "fail", "delay_ms": 5, "delay_max_ms": 0, "fail_first_n_creates": 0, "api_key": KEY}
     kie.reset()
     assert kie.stats()["settings"]["mode"] == "ok"
 

@@ -22,7 +22,9 @@ On reaching a final state with a callBackUrl, the fake POSTs recordInfo's exact 
 (Content-Type: application/json); the outcome is counted in /_stats, never retried.
 
 Control (no auth):
-  POST /_control {"mode": M, "delay_ms": N, "fail_first_n_creates": K, "api_key": S}
+  POST /_control {"mode": M, "delay_ms": N, "delay_max_ms": X, "fail_first_n_creates": K,
+                  "api_key": S}   (delay_max_ms > delay_ms: each task's delay is drawn
+                  uniformly from [delay_ms, delay_max_ms])
        merged into the current settings; unknown keys or values -> HTTP 400. Replies the settings.
   POST /_reset   settings back to the command-line defaults; forgets tasks, zeroes stats, cancels
                  pending state changes and callbacks, and drops connections held by create_hang.
@@ -61,7 +63,7 @@ from urllib.parse import parse_qs, urlsplit
 
 MODES = ("ok", "never_finish", "fail", "result_404", "duplicate_callbacks", "no_callback",
          "create_500", "create_429", "create_hang", "garbage")
-KNOBS = ("mode", "delay_ms", "fail_first_n_creates", "api_key")
+KNOBS = ("mode", "delay_ms", "delay_max_ms", "fail_first_n_creates", "api_key")
 PNG_SIZE = 64
 MAX_N = 16
 CALLBACK_TIMEOUT = 5.0
@@ -321,7 +323,11 @@ class Fake:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             return kie_error(400, f"input.n must be an integer from 1 to {MAX_N}")
         task_id = secrets.token_hex(16)
-        task = Task(task_id, model, inp, cb or None, json.dumps(req), n, mode, int(self.settings["delay_ms"]))
+        delay = int(self.settings["delay_ms"])
+        top = int(self.settings.get("delay_max_ms", 0))
+        if top > delay:  # each task draws its own delay from [delay_ms, delay_max_ms]
+            delay += secrets.randbelow(top - delay + 1)
+        task = Task(task_id, model, inp, cb or None, json.dumps(req), n, mode, delay)
         self.tasks[task_id] = task
         self.start_runner(task)
         return response(200, {"code": 200, "msg": "success", "data": {"taskId": task_id}})
@@ -360,7 +366,7 @@ class Fake:
             return response(400, {"error": f"unknown control keys {unknown}; known: {list(KNOBS)}"})
         if "mode" in ctl and ctl["mode"] not in MODES:
             return response(400, {"error": f"unknown mode {ctl['mode']!r}; known: {list(MODES)}"})
-        for k in ("delay_ms", "fail_first_n_creates"):
+        for k in ("delay_ms", "delay_max_ms", "fail_first_n_creates"):
             if k in ctl and (isinstance(ctl[k], bool) or not isinstance(ctl[k], int) or ctl[k] < 0):
                 return response(400, {"error": f"{k} must be a non-negative integer"})
         if "api_key" in ctl and (not isinstance(ctl["api_key"], str) or not ctl["api_key"]):
@@ -432,8 +438,11 @@ async def main():
     ap.add_argument("--api-key", default="test-kie-key")
     ap.add_argument("--mode", default="ok", choices=MODES)
     ap.add_argument("--delay-ms", type=int, default=200)
+    ap.add_argument("--delay-max-ms", type=int, default=0,
+                    help="if above --delay-ms, each task's delay is uniform in [delay, max]")
     args = ap.parse_args()
-    fake = Fake(args.host, 0, {"mode": args.mode, "delay_ms": args.delay_ms, "fail_first_n_creates": 0,
+    fake = Fake(args.host, 0, {"mode": args.mode, "delay_ms": args.delay_ms,
+                               "delay_max_ms": args.delay_max_ms, "fail_first_n_creates": 0,
                                "api_key": args.api_key})
     server = await asyncio.start_server(fake.serve_connection, args.host, args.port,
                                         limit=64 * 1024 * 1024, backlog=4096)

@@ -23,6 +23,8 @@ class LocalProvider final : public ImageProvider {
  public:
   LocalProvider(BlockingPool& pool, Random& random, LocalProviderSettings settings);
   const std::string& channel() const override { return settings_.name; }
+  // Rendering again bills nobody.
+  bool resubmit_safe() const override { return true; }
   boost::asio::awaitable<std::expected<ImageResult, ProviderError>> generate(
       const ImageTask& task, PartialSink* partials) override;
 

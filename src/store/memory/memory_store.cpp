@@ -1,6 +1,7 @@
 #include "store/memory/memory_store.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace ig::store {
@@ -186,6 +187,7 @@ StoreResult<ApiKey> MemoryStore::create_api_key(const NewApiKey& key) {
   created.last4 = key.last4;
   created.hash = key.hash;
   created.created_at = clock_.now_s();
+  created.profile = key.profile;
   keys_.emplace(created.id, created);
   by_hash_.emplace(created.hash, created.id);
   return created;
@@ -595,6 +597,18 @@ StoreResult<jobs::Job> MemoryStore::finish_job(std::string_view job_id,
   if (finish.channel) job.channel = *finish.channel;
   job.finished_at_ms = now_ms;
   job.updated_at_ms = now_ms;
+  if (!job.callback_url.empty()) {
+    DeliveryRow row;
+    row.delivery.id = "msg_" + job.id;
+    row.delivery.job_id = job.id;
+    row.delivery.user_id = job.user_id;
+    row.delivery.url = job.callback_url;
+    row.delivery.next_attempt_at_ms = now_ms;
+    row.delivery.created_at_ms = now_ms;
+    row.seq = next_delivery_seq_++;
+    // try_emplace, like SQLite's ON CONFLICT DO NOTHING: a stray row must not block the finish.
+    deliveries_.try_emplace(row.delivery.id, std::move(row));
+  }
   return job;
 }
 
@@ -650,6 +664,137 @@ StoreResult<std::vector<jobs::Job>> MemoryStore::list_jobs(std::int64_t user_id,
   out.reserve(rows.size());
   for (const JobRow* row : rows) out.push_back(row->job);
   return out;
+}
+
+// --- webhooks ---
+
+StoreResult<std::string> MemoryStore::webhook_secret(std::int64_t user_id,
+                                                     std::string_view candidate) {
+  if (candidate.empty()) {
+    return err(StoreErrc::kInvalidArgument, "webhook secret must not be empty");
+  }
+  std::lock_guard lock(mu_);
+  if (user_locked(user_id) == nullptr) {
+    return err(StoreErrc::kNotFound, id_text("no user", user_id));
+  }
+  return webhook_secrets_.try_emplace(user_id, candidate).first->second;
+}
+
+StoreResult<void> MemoryStore::set_webhook_secret(std::int64_t user_id, std::string_view secret) {
+  if (secret.empty()) return err(StoreErrc::kInvalidArgument, "webhook secret must not be empty");
+  std::lock_guard lock(mu_);
+  if (user_locked(user_id) == nullptr) {
+    return err(StoreErrc::kNotFound, id_text("no user", user_id));
+  }
+  webhook_secrets_[user_id] = std::string(secret);
+  return {};
+}
+
+StoreResult<std::vector<Delivery>> MemoryStore::claim_due_deliveries(std::int64_t now_ms,
+                                                                     std::int64_t lease_ms,
+                                                                     int limit) {
+  if (limit < 1 || limit > kMaxDeliveryClaim) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxDeliveryClaim));
+  }
+  if (lease_ms <= 0) return err(StoreErrc::kInvalidArgument, "lease must be positive");
+  if (now_ms > std::numeric_limits<std::int64_t>::max() - lease_ms) {
+    return err(StoreErrc::kInvalidArgument, "lease ends beyond the representable time");
+  }
+  std::lock_guard lock(mu_);
+  std::vector<DeliveryRow*> due;
+  for (auto& [id, row] : deliveries_) {
+    if (row.delivery.state == DeliveryState::kPending &&
+        row.delivery.next_attempt_at_ms <= now_ms) {
+      due.push_back(&row);
+    }
+  }
+  std::sort(due.begin(), due.end(), [](const DeliveryRow* a, const DeliveryRow* b) {
+    return std::pair(a->delivery.next_attempt_at_ms, a->seq) <
+           std::pair(b->delivery.next_attempt_at_ms, b->seq);
+  });
+  if (std::cmp_greater(due.size(), limit)) due.resize(static_cast<std::size_t>(limit));
+  std::vector<Delivery> out;
+  out.reserve(due.size());
+  for (DeliveryRow* row : due) {
+    row->delivery.next_attempt_at_ms = now_ms + lease_ms;
+    out.push_back(row->delivery);
+  }
+  return out;
+}
+
+StoreResult<Delivery> MemoryStore::record_delivery_attempt(std::string_view delivery_id,
+                                                           const DeliveryOutcome& outcome) {
+  std::lock_guard lock(mu_);
+  auto it = deliveries_.find(delivery_id);
+  if (it == deliveries_.end()) {
+    return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+  }
+  Delivery& delivery = it->second.delivery;
+  if (delivery.state != DeliveryState::kPending) {
+    return err(StoreErrc::kConflict, "delivery " + delivery.id + " is " +
+                                         std::string(to_string(delivery.state)) + ", not pending");
+  }
+  ++delivery.attempts;
+  ++delivery.cycle_attempts;
+  it->second.attempts.push_back({.delivery_id = delivery.id,
+                                 .number = delivery.attempts,
+                                 .at_ms = outcome.at_ms,
+                                 .duration_ms = outcome.duration_ms,
+                                 .status = outcome.status,
+                                 .error = outcome.error});
+  if (delivery.body.empty()) delivery.body = outcome.body;
+  if (outcome.success) {
+    delivery.state = DeliveryState::kSucceeded;
+  } else if (outcome.retry_at_ms) {
+    delivery.next_attempt_at_ms = *outcome.retry_at_ms;
+  } else {
+    delivery.state = DeliveryState::kFailed;
+  }
+  delivery.last_attempt_at_ms = outcome.at_ms;
+  delivery.last_status = outcome.status;
+  delivery.last_error = outcome.error;
+  return delivery;
+}
+
+StoreResult<std::vector<Delivery>> MemoryStore::list_deliveries(std::string_view job_id) {
+  std::lock_guard lock(mu_);
+  std::vector<const DeliveryRow*> rows;
+  for (const auto& [id, row] : deliveries_) {
+    if (row.delivery.job_id == job_id) rows.push_back(&row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const DeliveryRow* a, const DeliveryRow* b) {
+    return std::pair(a->delivery.created_at_ms, a->seq) <
+           std::pair(b->delivery.created_at_ms, b->seq);
+  });
+  std::vector<Delivery> out;
+  out.reserve(rows.size());
+  for (const DeliveryRow* row : rows) out.push_back(row->delivery);
+  return out;
+}
+
+StoreResult<std::vector<DeliveryAttempt>> MemoryStore::list_delivery_attempts(
+    std::string_view delivery_id) {
+  std::lock_guard lock(mu_);
+  auto it = deliveries_.find(delivery_id);
+  if (it == deliveries_.end()) {
+    return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+  }
+  return it->second.attempts;
+}
+
+StoreResult<Delivery> MemoryStore::replay_delivery(std::string_view delivery_id,
+                                                   std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  auto it = deliveries_.find(delivery_id);
+  if (it == deliveries_.end()) {
+    return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+  }
+  Delivery& delivery = it->second.delivery;
+  delivery.state = DeliveryState::kPending;
+  delivery.cycle_attempts = 0;
+  delivery.next_attempt_at_ms = now_ms;
+  return delivery;
 }
 
 }  // namespace ig::store

@@ -67,6 +67,19 @@ class MemoryStore : public Store {
                                                 std::optional<jobs::JobStatus> status, int limit,
                                                 std::optional<std::string> after_id) override;
 
+  StoreResult<std::string> webhook_secret(std::int64_t user_id,
+                                          std::string_view candidate) override;
+  StoreResult<void> set_webhook_secret(std::int64_t user_id, std::string_view secret) override;
+  StoreResult<std::vector<Delivery>> claim_due_deliveries(std::int64_t now_ms,
+                                                          std::int64_t lease_ms,
+                                                          int limit) override;
+  StoreResult<Delivery> record_delivery_attempt(std::string_view delivery_id,
+                                                const DeliveryOutcome& outcome) override;
+  StoreResult<std::vector<Delivery>> list_deliveries(std::string_view job_id) override;
+  StoreResult<std::vector<DeliveryAttempt>> list_delivery_attempts(
+      std::string_view delivery_id) override;
+  StoreResult<Delivery> replay_delivery(std::string_view delivery_id, std::int64_t now_ms) override;
+
  private:
   // All helpers below expect mu_ to be held.
   User* user_locked(std::int64_t user_id);
@@ -84,6 +97,12 @@ class MemoryStore : public Store {
     std::int64_t seq = 0;  // insertion order, like SQLite's rowid: breaks created_at ties
   };
 
+  struct DeliveryRow {
+    Delivery delivery;
+    std::int64_t seq = 0;  // insertion order, like SQLite's rowid: breaks due-time ties
+    std::vector<DeliveryAttempt> attempts;  // by number
+  };
+
   const Clock& clock_;
   std::mutex mu_;
   std::map<std::int64_t, User> users_;            // by id
@@ -94,10 +113,13 @@ class MemoryStore : public Store {
   std::vector<LedgerEntry> ledger_;               // append-only, ids 1..n in order
   std::map<std::string, JobRow, std::less<>> jobs_;  // by id
   std::map<std::int64_t, std::string> job_of_hold_;  // hold id -> the job it belongs to
+  std::map<std::int64_t, std::string> webhook_secrets_;         // by user id
+  std::map<std::string, DeliveryRow, std::less<>> deliveries_;  // by delivery id
   std::int64_t next_user_id_ = 1;
   std::int64_t next_key_id_ = 1;
   std::int64_t next_hold_id_ = 1;
   std::int64_t next_job_seq_ = 1;
+  std::int64_t next_delivery_seq_ = 1;
   std::int64_t auth_version_ = 0;
 };
 

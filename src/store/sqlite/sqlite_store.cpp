@@ -8,6 +8,7 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -135,17 +136,61 @@ CREATE INDEX jobs_by_user ON jobs(user_id, created_at_ms);
 -- list_unfinished_jobs: the few jobs in flight, oldest first.
 CREATE INDEX jobs_unfinished ON jobs(created_at_ms) WHERE status IN ('queued', 'running');
 )sql"},
+    {4, R"sql(
+-- '' = the deployment's default profile; keys made before this version answer in it.
+ALTER TABLE api_keys ADD COLUMN profile TEXT NOT NULL DEFAULT '';
+-- Signs the user's webhooks; NULL until the first callback (or a rotation) needs one.
+ALTER TABLE users ADD COLUMN webhook_secret TEXT CHECK (webhook_secret <> '');
+
+-- The callback outbox: finish_job inserts a job's row in the transaction that finishes it.
+CREATE TABLE deliveries (
+  id TEXT NOT NULL PRIMARY KEY CHECK (id <> ''),
+  job_id TEXT NOT NULL REFERENCES jobs(id),
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  url TEXT NOT NULL CHECK (url <> ''),
+  body TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'succeeded', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  cycle_attempts INTEGER NOT NULL DEFAULT 0 CHECK (cycle_attempts BETWEEN 0 AND attempts),
+  next_attempt_at_ms INTEGER NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  last_attempt_at_ms INTEGER,
+  last_status INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  CHECK ((attempts = 0) = (last_attempt_at_ms IS NULL))
+) STRICT;
+
+-- claim_due_deliveries: pending rows by due time (rowid breaks ties). Partial, because finished
+-- deliveries pile up forever while the pending backlog stays small.
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at_ms) WHERE state = 'pending';
+-- list_deliveries, and the foreign key check from jobs.
+CREATE INDEX deliveries_by_job ON deliveries(job_id);
+
+CREATE TABLE delivery_attempts (
+  delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+  number INTEGER NOT NULL CHECK (number >= 1),
+  at_ms INTEGER NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  status INTEGER NOT NULL,
+  error TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (delivery_id, number)
+) STRICT, WITHOUT ROWID;
+)sql"},
 };
 
 #define IG_USER_COLS "id, email, password_hash, is_admin, disabled, created_at, balance, reserved"
 #define IG_KEY_COLS \
-  "id, user_id, name, prefix, last4, hash, created_at, last_used_at, disabled, deleted"
+  "id, user_id, name, prefix, last4, hash, created_at, last_used_at, disabled, deleted, profile"
 #define IG_HOLD_COLS "id, user_id, amount, charged, job_id, state, created_at, resolved_at"
 #define IG_LEDGER_COLS "id, user_id, kind, amount, balance_after, hold_id, job_id, note, created_at"
 #define IG_JOB_COLS                                                                         \
   "id, user_id, key_id, kind, model, dialect, params_json, callback_url, status, hold_id, " \
   "reserved, charged, channel, upstream_task_id, attempts, result_json, error_code, "       \
   "error_message, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms"
+#define IG_DELIVERY_COLS                                                                  \
+  "id, job_id, user_id, url, body, state, attempts, cycle_attempts, next_attempt_at_ms, " \
+  "created_at_ms, last_attempt_at_ms, last_status, last_error"
+#define IG_ATTEMPT_COLS "delivery_id, number, at_ms, duration_ms, status, error"
 
 std::unexpected<StoreError> err(StoreErrc code, std::string message) {
   return std::unexpected(StoreError{code, std::move(message)});
@@ -192,6 +237,13 @@ HoldState state_from(std::string_view text) {
   if (text == "settled") return HoldState::kSettled;
   if (text == "refunded") return HoldState::kRefunded;
   return HoldState::kOpen;
+}
+
+DeliveryState delivery_state_from(std::string_view text) {
+  // The schema's CHECK admits only these three spellings.
+  if (text == "succeeded") return DeliveryState::kSucceeded;
+  if (text == "failed") return DeliveryState::kFailed;
+  return DeliveryState::kPending;
 }
 
 jobs::JobStatus job_status_from(std::string_view text) {
@@ -686,6 +738,7 @@ ApiKey read_key(Stmt& r) {
   k.last_used_at = r.opt_i64(7);
   k.disabled = r.flag(8);
   k.deleted = r.flag(9);
+  k.profile = r.text(10);
   return k;
 }
 
@@ -741,6 +794,35 @@ jobs::Job read_job(Stmt& r) {
   j.started_at_ms = r.opt_i64(20);
   j.finished_at_ms = r.opt_i64(21);
   return j;
+}
+
+Delivery read_delivery(Stmt& r) {
+  Delivery d;
+  d.id = r.text(0);
+  d.job_id = r.text(1);
+  d.user_id = r.i64(2);
+  d.url = r.text(3);
+  d.body = r.text(4);
+  d.state = delivery_state_from(r.text(5));
+  d.attempts = static_cast<int>(r.i64(6));
+  d.cycle_attempts = static_cast<int>(r.i64(7));
+  d.next_attempt_at_ms = r.i64(8);
+  d.created_at_ms = r.i64(9);
+  d.last_attempt_at_ms = r.opt_i64(10);
+  d.last_status = static_cast<int>(r.i64(11));
+  d.last_error = r.text(12);
+  return d;
+}
+
+DeliveryAttempt read_attempt(Stmt& r) {
+  DeliveryAttempt a;
+  a.delivery_id = r.text(0);
+  a.number = static_cast<int>(r.i64(1));
+  a.at_ms = r.i64(2);
+  a.duration_ms = r.i64(3);
+  a.status = static_cast<int>(r.i64(4));
+  a.error = r.text(5);
+  return a;
 }
 
 std::int64_t read_i64(Stmt& r) { return r.i64(0); }
@@ -1002,11 +1084,12 @@ StoreResult<ApiKey> SqliteStore::create_api_key(const NewApiKey& key) {
   std::int64_t now = clock_.now_s();
   return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<ApiKey> {
     if (auto owner = balance_of(c, key.user_id); !owner) return std::unexpected(owner.error());
-    auto created = c.prepare(
-                        "INSERT INTO api_keys(user_id, name, prefix, last4, hash, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?) RETURNING " IG_KEY_COLS)
-                       .bind(key.user_id, key.name, key.prefix, key.last4, key.hash, now)
-                       .one(read_key);
+    auto created =
+        c.prepare(
+             "INSERT INTO api_keys(user_id, name, prefix, last4, hash, created_at, "
+             "profile) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING " IG_KEY_COLS)
+            .bind(key.user_id, key.name, key.prefix, key.last4, key.hash, now, key.profile)
+            .one(read_key);
     if (!created) {
       if (created.error().code == StoreErrc::kConflict) {
         return err(StoreErrc::kConflict, "API key hash already exists");
@@ -1054,15 +1137,15 @@ StoreResult<AuthRecord> SqliteStore::find_auth_by_key_hash(std::string_view hash
     return c
         .prepare(
             "SELECT k.id, k.user_id, k.name, k.prefix, k.last4, k.hash, k.created_at, "
-            "k.last_used_at, k.disabled, k.deleted, u.email, u.disabled, u.is_admin "
+            "k.last_used_at, k.disabled, k.deleted, k.profile, u.email, u.disabled, u.is_admin "
             "FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?")
         .bind(hash)
         .one([](Stmt& r) {
           AuthRecord a;
           a.key = read_key(r);
-          a.email = r.text(10);
-          a.user_disabled = r.flag(11);
-          a.user_is_admin = r.flag(12);
+          a.email = r.text(11);
+          a.user_disabled = r.flag(12);
+          a.user_is_admin = r.flag(13);
           return a;
         });
   });
@@ -1473,6 +1556,18 @@ StoreResult<jobs::Job> SqliteStore::finish_job(std::string_view job_id,
             .one(read_job);
     if (!finished) return std::unexpected(finished.error());
     if (!*finished) return err(StoreErrc::kAlreadyResolved, "job finished concurrently");
+    if (!(*finished)->callback_url.empty()) {
+      // DO NOTHING: a stray row with this id (only a hand edit can make one) must not keep the
+      // job, and its hold, from ever finishing.
+      auto queued =
+          c.prepare(
+               "INSERT INTO deliveries(id, job_id, user_id, url, next_attempt_at_ms, "
+               "created_at_ms) VALUES ('msg_' || ?1, ?1, ?2, ?3, ?4, ?4) "
+               "ON CONFLICT(id) DO NOTHING")
+              .bind((*finished)->id, (*finished)->user_id, (*finished)->callback_url, now_ms)
+              .run();
+      if (!queued) return std::unexpected(queued.error());
+    }
     return std::move(**finished);
   });
 }
@@ -1527,10 +1622,162 @@ StoreResult<std::vector<jobs::Job>> SqliteStore::list_jobs(std::int64_t user_id,
       /*snapshot=*/true);
 }
 
+// --- webhooks ---
+
+StoreResult<std::string> SqliteStore::webhook_secret(std::int64_t user_id,
+                                                     std::string_view candidate) {
+  if (candidate.empty()) {
+    return err(StoreErrc::kInvalidArgument, "webhook secret must not be empty");
+  }
+  // Every delivery asks, and all but the user's first find a secret: answer those without
+  // queueing behind the writers.
+  auto stored = read_tx(*pool_, [&](SqliteConnection& c) {
+    return found(c.prepare("SELECT COALESCE(webhook_secret, '') FROM users WHERE id = ?")
+                     .bind(user_id)
+                     .one(read_text),
+                 "user", user_id);
+  });
+  if (!stored) return stored;
+  if (!stored->empty()) return stored;
+  return write_tx(*pool_, [&](SqliteConnection& c) {
+    // COALESCE keeps a secret stored since the read above (by any process): the first one wins.
+    return found(c.prepare("UPDATE users SET webhook_secret = COALESCE(webhook_secret, ?) "
+                           "WHERE id = ? RETURNING webhook_secret")
+                     .bind(candidate, user_id)
+                     .one(read_text),
+                 "user", user_id);
+  });
+}
+
+StoreResult<void> SqliteStore::set_webhook_secret(std::int64_t user_id, std::string_view secret) {
+  if (secret.empty()) return err(StoreErrc::kInvalidArgument, "webhook secret must not be empty");
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    auto updated =
+        c.prepare("UPDATE users SET webhook_secret = ? WHERE id = ?").bind(secret, user_id).run();
+    if (!updated) return updated;
+    if (c.changes() == 0) return err(StoreErrc::kNotFound, "no user " + std::to_string(user_id));
+    return {};
+  });
+}
+
+StoreResult<std::vector<Delivery>> SqliteStore::claim_due_deliveries(std::int64_t now_ms,
+                                                                     std::int64_t lease_ms,
+                                                                     int limit) {
+  if (limit < 1 || limit > kMaxDeliveryClaim) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxDeliveryClaim));
+  }
+  if (lease_ms <= 0) return err(StoreErrc::kInvalidArgument, "lease must be positive");
+  if (now_ms > std::numeric_limits<std::int64_t>::max() - lease_ms) {
+    return err(StoreErrc::kInvalidArgument, "lease ends beyond the representable time");
+  }
+  const std::int64_t lease_end_ms = now_ms + lease_ms;
+  // Select and lease in one write transaction, so no other claimer (thread or process) can see
+  // a row between the two.
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<std::vector<Delivery>> {
+    auto due = c.prepare("SELECT " IG_DELIVERY_COLS
+                         " FROM deliveries WHERE state = 'pending' AND next_attempt_at_ms <= ? "
+                         "ORDER BY next_attempt_at_ms, rowid LIMIT ?")
+                   .bind(now_ms, limit)
+                   .all(read_delivery);
+    if (!due) return due;
+    for (Delivery& delivery : *due) {
+      auto leased = c.prepare("UPDATE deliveries SET next_attempt_at_ms = ? WHERE id = ?")
+                        .bind(lease_end_ms, delivery.id)
+                        .run();
+      if (!leased) return std::unexpected(leased.error());
+      delivery.next_attempt_at_ms = lease_end_ms;
+    }
+    return due;
+  });
+}
+
+StoreResult<Delivery> SqliteStore::record_delivery_attempt(std::string_view delivery_id,
+                                                           const DeliveryOutcome& outcome) {
+  const std::string_view state = outcome.success       ? "succeeded"
+                                 : outcome.retry_at_ms ? "pending"
+                                                       : "failed";
+  const std::optional<std::int64_t> retry_at_ms =
+      outcome.success ? std::nullopt : outcome.retry_at_ms;
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Delivery> {
+    auto recorded =
+        c.prepare(
+             "UPDATE deliveries SET attempts = attempts + 1, cycle_attempts = cycle_attempts + 1, "
+             "body = CASE WHEN body = '' THEN ? ELSE body END, state = ?, "
+             "next_attempt_at_ms = COALESCE(?, next_attempt_at_ms), last_attempt_at_ms = ?, "
+             "last_status = ?, last_error = ? "
+             "WHERE id = ? AND state = 'pending' RETURNING " IG_DELIVERY_COLS)
+            .bind(outcome.body, state, retry_at_ms, outcome.at_ms, outcome.status, outcome.error,
+                  delivery_id)
+            .one(read_delivery);
+    if (!recorded) return std::unexpected(recorded.error());
+    if (!*recorded) {
+      auto current =
+          c.prepare("SELECT state FROM deliveries WHERE id = ?").bind(delivery_id).one(read_text);
+      if (!current) return std::unexpected(current.error());
+      if (!*current) return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+      return err(StoreErrc::kConflict,
+                 "delivery " + std::string(delivery_id) + " is " + **current + ", not pending");
+    }
+    const Delivery& delivery = **recorded;
+    auto appended =
+        c.prepare("INSERT INTO delivery_attempts(" IG_ATTEMPT_COLS ") VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(delivery.id, delivery.attempts, outcome.at_ms, outcome.duration_ms,
+                  outcome.status, outcome.error)
+            .run();
+    if (!appended) return std::unexpected(appended.error());
+    return std::move(**recorded);
+  });
+}
+
+StoreResult<std::vector<Delivery>> SqliteStore::list_deliveries(std::string_view job_id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    return c
+        .prepare("SELECT " IG_DELIVERY_COLS
+                 " FROM deliveries WHERE job_id = ? ORDER BY created_at_ms, rowid")
+        .bind(job_id)
+        .all(read_delivery);
+  });
+}
+
+StoreResult<std::vector<DeliveryAttempt>> SqliteStore::list_delivery_attempts(
+    std::string_view delivery_id) {
+  return read_tx(
+      *pool_,
+      [&](SqliteConnection& c) -> StoreResult<std::vector<DeliveryAttempt>> {
+        auto exists =
+            c.prepare("SELECT 1 FROM deliveries WHERE id = ?").bind(delivery_id).one(read_i64);
+        if (!exists) return std::unexpected(exists.error());
+        if (!*exists) return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+        return c
+            .prepare("SELECT " IG_ATTEMPT_COLS
+                     " FROM delivery_attempts WHERE delivery_id = ? ORDER BY number")
+            .bind(delivery_id)
+            .all(read_attempt);
+      },
+      /*snapshot=*/true);
+}
+
+StoreResult<Delivery> SqliteStore::replay_delivery(std::string_view delivery_id,
+                                                   std::int64_t now_ms) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<Delivery> {
+    auto replayed = c.prepare(
+                         "UPDATE deliveries SET state = 'pending', cycle_attempts = 0, "
+                         "next_attempt_at_ms = ? WHERE id = ? RETURNING " IG_DELIVERY_COLS)
+                        .bind(now_ms, delivery_id)
+                        .one(read_delivery);
+    if (!replayed) return std::unexpected(replayed.error());
+    if (!*replayed) return err(StoreErrc::kNotFound, "no delivery " + std::string(delivery_id));
+    return std::move(**replayed);
+  });
+}
+
 #undef IG_USER_COLS
 #undef IG_KEY_COLS
 #undef IG_HOLD_COLS
 #undef IG_LEDGER_COLS
 #undef IG_JOB_COLS
+#undef IG_DELIVERY_COLS
+#undef IG_ATTEMPT_COLS
 
 }  // namespace ig::store

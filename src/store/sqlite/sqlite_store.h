@@ -87,6 +87,19 @@ class SqliteStore final : public Store {
                                                 std::optional<jobs::JobStatus> status, int limit,
                                                 std::optional<std::string> after_id) override;
 
+  StoreResult<std::string> webhook_secret(std::int64_t user_id,
+                                          std::string_view candidate) override;
+  StoreResult<void> set_webhook_secret(std::int64_t user_id, std::string_view secret) override;
+  StoreResult<std::vector<Delivery>> claim_due_deliveries(std::int64_t now_ms,
+                                                          std::int64_t lease_ms,
+                                                          int limit) override;
+  StoreResult<Delivery> record_delivery_attempt(std::string_view delivery_id,
+                                                const DeliveryOutcome& outcome) override;
+  StoreResult<std::vector<Delivery>> list_deliveries(std::string_view job_id) override;
+  StoreResult<std::vector<DeliveryAttempt>> list_delivery_attempts(
+      std::string_view delivery_id) override;
+  StoreResult<Delivery> replay_delivery(std::string_view delivery_id, std::int64_t now_ms) override;
+
  private:
   SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock);
 
