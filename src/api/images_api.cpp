@@ -265,10 +265,13 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
     job.reserved = prepared->price;
     job.status = jobs::JobStatus::kQueued;
     job.created_at_ms = clock_.now_ms();
+    const std::optional<Micros> balance = prepared->balance_after_reserve;
     auto executor = co_await asio::this_coro::executor;
     runner_.submit(executor, std::move(*prepared));
     auto r = http::Response::json(200, to_json_text(render_task_created(job, mode.dialect)));
     r.key_prefix = principal->key_prefix;
+    // Nothing is charged yet (the price is reserved); the balance is what is left to spend.
+    if (balance) r = credits_headers(std::move(r), 0, *balance);
     co_return r;
   }
 

@@ -302,6 +302,11 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
     params["task"] = encode_prepared(prepared, inputs, mask);
     new_job.params_json = to_json_text(params);
     done.created = store_.create_job(new_job);
+    if (done.created) {
+      if (auto user = store_.find_user(new_job.user_id)) {
+        prepared.balance_after_reserve = user->balance;
+      }
+    }
     return 0;
   };
   (void)co_await pool_.run(persist);

@@ -62,6 +62,9 @@ struct PreparedImageJob {
   std::vector<std::string> input_blobs;  // blobs holding task.images and task.mask (async only)
   // Resuming after a restart: the channel that already accepted task.resume_upstream_task_id.
   std::string resume_channel;
+  // The balance right after the reservation (async jobs: read in the same pool round trip as
+  // the job's creation, for X-Credits-Remaining).
+  std::optional<Micros> balance_after_reserve;
 };
 
 struct PipelineSettings {
