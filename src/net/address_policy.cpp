@@ -1,5 +1,7 @@
 #include "net/address_policy.h"
 
+#include <boost/url/parse.hpp>
+
 #include <array>
 #include <cstdint>
 
@@ -140,6 +142,22 @@ bool is_allowed(const ip::address& address, const AddressPolicy& policy) {
     default:
       return false;
   }
+}
+
+std::string url_origin(std::string_view url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return {};
+  auto lower = [](std::string_view text) {
+    std::string out(text);
+    for (char& c : out) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    return out;
+  };
+  const std::string scheme = lower(parsed->scheme());
+  std::string port = parsed->port();
+  if (port.empty()) port = scheme == "https" ? "443" : scheme == "http" ? "80" : "";
+  return scheme + "://" + lower(parsed->encoded_host()) + ":" + port;
 }
 
 }  // namespace ig::net

@@ -11,6 +11,7 @@
 // address (::ffff:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16) are judged by that IPv4 address.
 
 #include <boost/asio/ip/address.hpp>
+#include <string>
 #include <string_view>
 
 namespace ig::net {
@@ -43,5 +44,10 @@ std::string_view to_string(AddressClass c);
 AddressClass classify(const boost::asio::ip::address& address);
 
 bool is_allowed(const boost::asio::ip::address& address, const AddressPolicy& policy);
+
+// "scheme://host:port" of an absolute URL (lower-cased, default port filled in), or "" when it
+// does not parse. Adapters trust their upstream's own origin like the upstream, and any other
+// origin (a URL the upstream handed back) only under the strict policy.
+std::string url_origin(std::string_view url);
 
 }  // namespace ig::net

@@ -165,5 +165,14 @@ TEST(AddressPolicyTest, AllFlagsStillRefuseTheNeverUsefulClasses) {
   }
 }
 
+TEST(UrlOrigin, NormalizesSchemeHostAndDefaultPort) {
+  EXPECT_EQ(url_origin("https://CDN.Example/r/0.png"), "https://cdn.example:443");
+  EXPECT_EQ(url_origin("http://127.0.0.1:8080/files/a"), "http://127.0.0.1:8080");
+  EXPECT_EQ(url_origin("HTTP://kie.example"), "http://kie.example:80");
+  EXPECT_EQ(url_origin("https://kie.example:443/x"), url_origin("https://kie.example/y"));
+  EXPECT_NE(url_origin("https://kie.example.evil/x"), url_origin("https://kie.example/x"));
+  EXPECT_EQ(url_origin("not a url"), "");
+}
+
 }  // namespace
 }  // namespace ig::net

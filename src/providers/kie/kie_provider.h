@@ -64,8 +64,8 @@ struct KieChannelSettings {
   std::int64_t timeout_ms = 30 * 60'000;    // overall wait for the task, from generate()
   std::string proxy;                        // http(s) proxy URL or ""
   std::size_t max_result_bytes = 64 << 20;  // per downloaded result image
-  // Policy for base_url AND result downloads (both operator-configured upstream); nullopt = the
-  // client's default.
+  // Policy for base_url and for result files on the same origin (operator-configured upstream);
+  // nullopt = the client's default. Result files on any other origin get the strict policy.
   std::optional<net::AddressPolicy> address_policy;
   // The callBackUrl for a job (e.g. imagegate's public callback route); empty function or ""
   // result = no callback (polling only).

@@ -192,14 +192,6 @@ std::string_view file_extension(std::string_view mime) {
 }
 
 // "scheme://host:port" with the default port filled in; "" when unparsable.
-std::string origin_of(std::string_view url) {
-  auto parsed = boost::urls::parse_uri(url);
-  if (!parsed) return {};
-  std::string scheme = to_lower_ascii(parsed->scheme());
-  std::string port = parsed->port();
-  if (port.empty()) port = scheme == "https" ? "443" : scheme == "http" ? "80" : "";
-  return scheme + "://" + to_lower_ascii(parsed->encoded_host()) + ":" + port;
-}
 
 // --- streaming -------------------------------------------------------------------------------
 
@@ -509,8 +501,8 @@ asio::awaitable<std::expected<std::string, ProviderError>> OpenAiProvider::downl
   request.max_redirects = 3;
   // The upstream's own origin is as trusted as the upstream; any other host gets the strict
   // policy, so a reply cannot point us at internal addresses.
-  const std::string origin = origin_of(url);
-  if (!origin.empty() && origin == origin_of(settings_.base_url)) {
+  const std::string origin = net::url_origin(url);
+  if (!origin.empty() && origin == net::url_origin(settings_.base_url)) {
     request.address_policy = settings_.address_policy;
   } else {
     request.address_policy = net::AddressPolicy{};
