@@ -293,6 +293,9 @@ int serve(const Settings& settings) {
   jobs::ReferenceLoader references(reference_client, loader_settings);
   jobs::PipelineSettings pipeline_settings;
   pipeline_settings.async_deadline_ms = settings.tasks.deadline_ms;
+  for (const auto& p : settings.providers) {
+    if (p.max_concurrent > 0) pipeline_settings.channel_limits[p.name] = p.max_concurrent;
+  }
   pipeline_settings.public_blob_url = [&signer, &public_base_url](const std::string& blob_id,
                                                                   std::int64_t expires_at_s) {
     const std::string path = "/v1/files/" + blob_id;

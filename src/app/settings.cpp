@@ -419,6 +419,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
         r.read(t, prefix, "allow_private_network", p.allow_private_network);
         r.read_string_table(t, prefix, "headers", p.headers);
         r.read_string_table(t, prefix, "model_map", p.model_map);
+        r.read(t, prefix, "max_concurrent", p.max_concurrent, std::pair<std::int64_t, std::int64_t>{0, 1'000'000});
         r.read(t, prefix, "poll_interval_ms", p.poll_interval_ms, std::pair<std::int64_t, std::int64_t>{10, 600'000});
         r.read(t, prefix, "task_timeout_ms", p.task_timeout_ms, std::pair<std::int64_t, std::int64_t>{1'000, 7LL * 86'400'000});
         r.read_string_table(t, prefix, "text_to_image_models", p.text_to_image_models);

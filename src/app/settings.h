@@ -38,6 +38,8 @@ struct ProviderSettings {
   int latency_ms = 0;
   int failure_percent = 0;
   bool failures_retryable = true;
+  // Every type: generations in flight on this channel at once (0 = unlimited); more wait.
+  int max_concurrent = 0;
   // openai (and every OpenAI-compatible reseller)
   std::string base_url;
   std::string api_key;

@@ -158,7 +158,8 @@ ImagePipeline::ImagePipeline(store::Store& store, BlockingPool& pool, blobs::Blo
       references_(references),
       random_(random),
       clock_(clock),
-      settings_(std::move(settings)) {}
+      settings_(std::move(settings)),
+      limiter_(settings_.channel_limits) {}
 
 std::string ImagePipeline::new_job_id() {
   std::lock_guard lock(random_mu_);
@@ -382,6 +383,8 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     providers::ImageProvider* provider = providers_.find(model->channels[i]);
     if (provider == nullptr) continue;
     channel_used = model->channels[i];
+    const std::string slot_channel = channel_used;
+    ChannelLimiter::Slot slot = co_await limiter_.acquire(slot_channel);
     if (recorder && job.task.resume_upstream_task_id.empty()) {
       const std::string channel_name = channel_used;
       if (!co_await recorder->begin(channel_name)) {

@@ -10,6 +10,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "core/random.h"
 #include "http/blocking_pool.h"
 #include "jobs/catalog.h"
+#include "jobs/channel_limiter.h"
 #include "jobs/image_request.h"
 #include "jobs/job.h"
 #include "jobs/reference_loader.h"
@@ -74,6 +76,8 @@ struct PipelineSettings {
   // for reference images of async jobs (Kie takes input_urls). Empty: no URLs are published.
   std::function<std::string(const std::string& blob_id, std::int64_t expires_at_s)>
       public_blob_url;
+  // Generations in flight per provider channel (channel -> limit; absent or 0 = unlimited).
+  std::map<std::string, int> channel_limits;
 };
 
 struct Caller {
@@ -132,6 +136,7 @@ class ImagePipeline {
   std::mutex random_mu_;
   const Clock& clock_;
   PipelineSettings settings_;
+  ChannelLimiter limiter_;
 };
 
 }  // namespace ig::jobs

@@ -217,6 +217,26 @@ def test_forged_upstream_callbacks_are_refused(factory, fake):
     assert_openai_error(r, 403)
 
 
+def test_channel_concurrency_is_bounded(factory, fake):
+    fake.control(delay_ms=600)
+    cfg = config([("kie", fake)], poll_ms=100).replace(
+        'poll_interval_ms = 100\n', 'poll_interval_ms = 100\nmax_concurrent = 2\n', 1)
+    srv = factory.server(cfg)
+    key = user(srv)
+    ids = [create_task(srv, key, f"bounded {i}") for i in range(6)]
+    peak = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tasks = fake.stats()["tasks"].values()
+        peak = max(peak, sum(t["state"] not in ("success", "fail") for t in tasks))
+        if len(tasks) == 6 and all(t["state"] == "success" for t in tasks):
+            break
+        time.sleep(0.02)
+    assert peak == 2, peak
+    for task_id in ids:
+        assert wait_final(srv, key, task_id)["status"] == "succeeded"
+
+
 # ---- profiles --------------------------------------------------------------------------------
 
 def test_key_profile_overrides_the_deployment_profile(factory):
