@@ -1,4 +1,5 @@
 #include "net/address_policy.h"
+#include "net/http_client.h"
 
 #include <boost/url/parse.hpp>
 
@@ -158,6 +159,19 @@ std::string url_origin(std::string_view url) {
   std::string port = parsed->port();
   if (port.empty()) port = scheme == "https" ? "443" : scheme == "http" ? "80" : "";
   return scheme + "://" + lower(parsed->encoded_host()) + ":" + port;
+}
+
+HttpRequest upstream_file_request(std::string url, std::string_view upstream_base,
+                                  const std::optional<AddressPolicy>& upstream_policy) {
+  HttpRequest request;
+  request.method = "GET";
+  const std::string origin = url_origin(url);
+  request.address_policy = !origin.empty() && origin == url_origin(upstream_base)
+                               ? upstream_policy
+                               : std::optional<AddressPolicy>(AddressPolicy{});
+  request.url = std::move(url);
+  request.max_redirects = 3;
+  return request;
 }
 
 }  // namespace ig::net

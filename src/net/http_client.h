@@ -139,4 +139,12 @@ class HttpClient {
   virtual boost::asio::awaitable<NetResult<HttpResponse>> send(HttpRequest request) = 0;
 };
 
+// A GET for a file an upstream handed back by URL (a result image). No Authorization header
+// (such files usually sit on a CDN that must not see our key), at most 3 redirects. The
+// upstream's own origin (`upstream_base`) gets `upstream_policy`, as trusted as the upstream;
+// any other origin gets the strict default policy, so a reply cannot point us at internal
+// addresses.
+HttpRequest upstream_file_request(std::string url, std::string_view upstream_base,
+                                  const std::optional<AddressPolicy>& upstream_policy);
+
 }  // namespace ig::net

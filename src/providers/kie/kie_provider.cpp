@@ -404,23 +404,12 @@ asio::awaitable<std::expected<OutputImage, ProviderError>> KieProvider::download
       timer.expires_after(std::chrono::milliseconds(pause));
       co_await timer.async_wait(kNoThrow);
     }
-    net::HttpRequest request;
-    request.method = "GET";
-    request.url = url;
-    // No Authorization: result files usually live on a CDN that must not see our key.
+    net::HttpRequest request = net::upstream_file_request(url, settings_.base_url,
+                                                          settings_.address_policy);
     request.connect_timeout_ms = settings_.connect_timeout_ms;
     request.total_timeout_ms = settings_.request_timeout_ms;
     request.proxy = settings_.proxy;
     request.max_response_bytes = settings_.max_result_bytes;
-    request.max_redirects = 3;
-    // Result files on the upstream's own origin are as trusted as the upstream; any other host
-    // (a CDN, or whatever a reply names) gets the strict policy: no internal addresses.
-    const std::string origin = net::url_origin(url);
-    if (!origin.empty() && origin == net::url_origin(settings_.base_url)) {
-      request.address_policy = settings_.address_policy;
-    } else {
-      request.address_policy = net::AddressPolicy{};
-    }
     net::NetResult<net::HttpResponse> response = co_await client_.send(std::move(request));
     if (!response) {
       problem = std::string(net::to_string(response.error().code)) + ": " +

@@ -490,23 +490,12 @@ asio::awaitable<std::expected<std::string, ProviderError>> OpenAiProvider::downl
     co_return failure(FailureKind::kFailed,
                       "upstream returned an unusable image url: " + printable(url, 200));
   }
-  net::HttpRequest request;
-  request.method = "GET";
-  request.url = url;
-  // No Authorization: the file usually lives on a CDN that must not see our key.
+  net::HttpRequest request = net::upstream_file_request(url, settings_.base_url,
+                                                        settings_.address_policy);
   request.connect_timeout_ms = settings_.connect_timeout_ms;
   request.total_timeout_ms = settings_.timeout_ms;
   request.proxy = settings_.proxy;
   request.max_response_bytes = settings_.max_response_bytes;
-  request.max_redirects = 3;
-  // The upstream's own origin is as trusted as the upstream; any other host gets the strict
-  // policy, so a reply cannot point us at internal addresses.
-  const std::string origin = net::url_origin(url);
-  if (!origin.empty() && origin == net::url_origin(settings_.base_url)) {
-    request.address_policy = settings_.address_policy;
-  } else {
-    request.address_policy = net::AddressPolicy{};
-  }
   net::NetResult<net::HttpResponse> response = co_await client_.send(std::move(request));
   // The image was already rendered (and billed) upstream: every failure here is kFailed.
   if (!response) {
