@@ -9,9 +9,9 @@
 #
 #   1. Reference: GET /v1/me through the same imagegate (wrk, BENCH_DURATION).
 #   2. Create throughput: wrk POSTs seed-002 task creates
-#      {"model":"gpt-image-2","prompt":"bench","callback_url":...} until BENCH_TASKS jobs exist
-#      (it is then interrupted; a few in-flight creates overshoot). Target: create req/s >= 0.5x
-#      the GET /v1/me req/s.
+#      {"model":"gpt-image-2","prompt":"bench","callback_url":...} until it has BENCH_TASKS
+#      replies (a response() hook stops it; a few in-flight creates overshoot). Target: create
+#      req/s >= 0.5x the GET /v1/me req/s.
 #   3. Drain: time from the first create until every task is final (the store is polled
 #      read-only), all succeeded, `ledger check` OK; peak RSS (VmHWM) over the whole run.
 #   4. Callback lag: receiver arrival time minus the job's finished_at_ms, p50/p99, over every
@@ -20,6 +20,8 @@
 #
 # Knobs: BENCH_TASKS (10000), BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (1),
 # BENCH_MAX_RUNNING (256), BENCH_POLL_MS (1000), BENCH_DRAIN_TIMEOUT (900 s), BENCH_KEEP_TMP.
+# BENCH_CREATES_ONLY=1: creates alone (the upstream never finishes a task and max_running is 1,
+# so nothing else runs beside them); prints steps 1-2 and the server's CPU per create, then stops.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -32,6 +34,14 @@ THREADS="${BENCH_THREADS:-1}"
 MAX_RUNNING="${BENCH_MAX_RUNNING:-256}"
 POLL_MS="${BENCH_POLL_MS:-1000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
+CREATES_ONLY="${BENCH_CREATES_ONLY:-}"
+KIE_DELAY_MS=1000
+KIE_DELAY_MAX_MS=5000
+if [ -n "$CREATES_ONLY" ]; then
+  MAX_RUNNING=1
+  KIE_DELAY_MS=3600000
+  KIE_DELAY_MAX_MS=3600000
+fi
 
 for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || {
@@ -52,7 +62,8 @@ write_wrk_scripts
 
 # --- the fake Kie upstream (1-5 s per task) and the callback receiver -------------------------
 KIE_LOG="$BENCH_TMP/kie.log"
-python3 "$BENCH_REPO/tests/fakes/fake_kie.py" --port 0 --delay-ms 1000 --delay-max-ms 5000 \
+python3 "$BENCH_REPO/tests/fakes/fake_kie.py" --port 0 --delay-ms "$KIE_DELAY_MS" \
+  --delay-max-ms "$KIE_DELAY_MAX_MS" \
   >"$KIE_LOG" 2>&1 &
 KIE_PID=$!
 BENCH_PIDS+=("$KIE_PID")
@@ -151,22 +162,39 @@ con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30)
 print(con.execute(sys.argv[2]).fetchone()[0])
 EOF
 }
-# wrk has no request count: interrupt it (it then reports as usual) once TASKS jobs exist.
-(
-  while sleep 0.05; do
-    n="$(count_sql "SELECT COUNT(*) FROM jobs" 2>/dev/null || echo 0)"
-    if [ "$n" -ge "$TASKS" ]; then
-      pkill -INT -f "$CREATE_LUA" 2>/dev/null || true
-      break
-    fi
-  done
-) &
-STOPPER_PID=$!
-BENCH_PIDS+=("$STOPPER_PID")
+# wrk has no request count: a response() hook stops each wrk thread after its share of TASKS
+# replies (wrk then reports as usual). Counting in wrk, not by polling the database, keeps the
+# measurement free of other processes' CPU.
+{
+  printf 'local limit = %d\n' "$(((TASKS + THREADS - 1) / THREADS))"
+  cat <<'EOF'
+local seen = 0
+response = function(status, headers, body)
+  seen = seen + 1
+  if seen >= limit then wrk.thread:stop() end
+end
+EOF
+} >>"$CREATE_LUA"
 START_MS="$(date +%s%3N)"
+CPU0="$(cpu_ticks "$IG_PID")"
 run_wrk create -t"$THREADS" -c"$CONNS" -d600s -H "$AUTH" -s "$CREATE_LUA" \
   "http://127.0.0.1:$IG_PORT/api/v1/images/generations"
-bench_log "creates: $create_requests in ${create_secs}s = $create_rps req/s (p99 $create_p99 ms, errors $create_errors)"
+CPU1="$(cpu_ticks "$IG_PID")"
+CREATE_CPU_US="$(awk -v t="$((CPU1 - CPU0))" -v hz="$(getconf CLK_TCK)" -v n="$create_requests" \
+  'BEGIN { printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0) }')"
+bench_log "creates: $create_requests in ${create_secs}s = $create_rps req/s (p99 $create_p99 ms, errors $create_errors, imagegate ${CREATE_CPU_US} us CPU per create)"
+if [ -n "$CREATES_ONLY" ]; then
+  RATIO="$(awk -v a="$create_rps" -v b="$me_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+  cat <<EOF
+
+== task creates alone ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo ?)) ==
+GET /v1/me (reference)      $me_rps req/s   p99 $me_p99 ms
+task creates (alone)        $create_rps req/s   p99 $create_p99 ms   ($create_requests creates, errors $create_errors)
+imagegate CPU per create    ${CREATE_CPU_US} us
+create / me ratio           ${RATIO}x
+EOF
+  exit 0
+fi
 
 # --- 3. drain --------------------------------------------------------------------------------------
 DRAIN_MS=""
@@ -217,7 +245,7 @@ cat <<EOF
 
 == async tasks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo ?)) ==
 GET /v1/me (reference)      $me_rps req/s   p99 $me_p99 ms
-task creates                $create_rps req/s   p99 $create_p99 ms   ($create_requests creates, errors $create_errors)
+task creates                $create_rps req/s   p99 $create_p99 ms   ($create_requests creates, errors $create_errors, ${CREATE_CPU_US} us imagegate CPU each)
 create / me ratio           ${RATIO}x   target >= 0.5x: $VERDICT
 drain (first create -> all final)  ${DRAIN_MS:-timeout} ms   ($SUCCEEDED of $TOTAL succeeded; max_running $MAX_RUNNING, upstream 1-5 s, poll ${POLL_MS} ms)
 peak RSS (VmHWM)            $PEAK_RSS

@@ -2,13 +2,25 @@
 
 #include <sodium.h>
 
+#include <algorithm>
+
 namespace ig {
 
 std::string Random::base62(std::size_t length) {
   static constexpr char kAlphabet[] =
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-  std::string out(length, '0');
-  for (auto& c : out) c = kAlphabet[uniform(62)];
+  // Bytes come in bulk (one getrandom for a whole id, not one per character); a byte below
+  // 248 = 4 x 62 maps to a character without modulo bias, the others are drawn again.
+  std::string out;
+  out.reserve(length);
+  std::uint8_t bytes[64];
+  while (out.size() < length) {
+    const std::size_t want = std::min(sizeof bytes, length - out.size() + 4);
+    fill({bytes, want});
+    for (std::size_t i = 0; i < want && out.size() < length; ++i) {
+      if (bytes[i] < 248) out += kAlphabet[bytes[i] % 62];
+    }
+  }
   return out;
 }
 

@@ -1,11 +1,12 @@
 #include "jobs/image_pipeline.h"
 
-#include <boost/json.hpp>
-
 #include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
 
 #include "core/json.h"
 #include "core/text.h"
+#include "jobs/batched_write.h"
 #include "jobs/prepared_job_codec.h"
 
 namespace ig::jobs {
@@ -116,7 +117,8 @@ class AttemptRecorder final : public providers::UpstreamObserver {
       return store_.transition_job(job_id_, JobStatus::kRunning, JobStatus::kRunning, update);
     };
     auto r = co_await pool_.run(step);
-    if (!r) spdlog::warn("job {}: recording the upstream task id failed: {}", job_id_, r.error().message);
+    if (!r)
+      spdlog::warn("job {}: recording the upstream task id failed: {}", job_id_, r.error().message);
   }
 
  private:
@@ -129,10 +131,8 @@ std::string result_json(const std::vector<StoredImage>& images,
                         const std::optional<providers::ImageUsage>& usage) {
   json::array list;
   for (const auto& img : images) {
-    list.push_back(json::object{{"blob", img.blob_id},
-                                {"mime", img.mime},
-                                {"width", img.width},
-                                {"height", img.height}});
+    list.push_back(json::object{
+        {"blob", img.blob_id}, {"mime", img.mime}, {"width", img.width}, {"height", img.height}});
   }
   json::object o{{"images", std::move(list)}};
   if (usage) {
@@ -146,8 +146,7 @@ std::string result_json(const std::vector<StoredImage>& images,
 }  // namespace
 
 ImagePipeline::ImagePipeline(store::Store& store, BlockingPool& pool, blobs::BlobStore& blobs,
-                             const Catalog& catalog,
-                             const providers::ProviderRegistry& providers,
+                             const Catalog& catalog, const providers::ProviderRegistry& providers,
                              ReferenceLoader& references, Random& random, const Clock& clock,
                              PipelineSettings settings)
     : store_(store),
@@ -162,8 +161,16 @@ ImagePipeline::ImagePipeline(store::Store& store, BlockingPool& pool, blobs::Blo
       limiter_(settings_.channel_limits) {}
 
 std::string ImagePipeline::new_job_id() {
+  // 8 base62 digits of the creation time in ms (fixed width, so ids sort by creation time and
+  // new rows land at the right edge of the primary-key index instead of on a random page), then
+  // 24 random ones (~143 bits: unguessable, the ids appear in public URLs).
+  static constexpr char kDigits[] =
+      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::uint64_t t = static_cast<std::uint64_t>(std::max<std::int64_t>(clock_.now_ms(), 0));
+  std::string id = "img_00000000";
+  for (std::size_t i = id.size(); i > 4 && t > 0; --i, t /= 62) id[i - 1] = kDigits[t % 62];
   std::lock_guard lock(random_mu_);
-  return "img_" + random_.base62(24);  // ~143 random bits: unguessable, used in public URLs
+  return id + random_.base62(24);
 }
 
 asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::run(const Caller& caller,
@@ -177,13 +184,13 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::run(const Caller& caller
 asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& caller,
                                                                  const ImageRequest& request) {
   // Seed 000's own examples omit `model`: the first configured model is the default.
-  const ModelEntry* model = request.model.empty() ? &catalog_.models().front()
-                                                  : catalog_.find(request.model);
+  const ModelEntry* model =
+      request.model.empty() ? &catalog_.models().front() : catalog_.find(request.model);
   if (model == nullptr) {
-    co_return std::unexpected(Error{ErrorCode::kModelNotFound,
-                                    "The model '" + printable(request.model, 100) +
-                                        "' does not exist or is not available.",
-                                    "model"});
+    co_return std::unexpected(Error{
+        ErrorCode::kModelNotFound,
+        "The model '" + printable(request.model, 100) + "' does not exist or is not available.",
+        "model"});
   }
   if (auto ok = check_capabilities(request, model->capabilities); !ok) {
     co_return std::unexpected(ok.error());
@@ -198,17 +205,17 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
     auto m = co_await references_.load(*request.mask);
     if (!m) co_return std::unexpected(m.error());
     if (m->width != inputs.front().width || m->height != inputs.front().height) {
-      co_return std::unexpected(Error::invalid(
-          "mask size " + std::to_string(m->width) + "x" + std::to_string(m->height) +
-              " differs from image size " + std::to_string(inputs.front().width) + "x" +
-              std::to_string(inputs.front().height),
-          "mask"));
+      co_return std::unexpected(
+          Error::invalid("mask size " + std::to_string(m->width) + "x" + std::to_string(m->height) +
+                             " differs from image size " + std::to_string(inputs.front().width) +
+                             "x" + std::to_string(inputs.front().height),
+                         "mask"));
     }
     mask = std::move(*m);
   }
 
-  SizeRequest size_request{request.size, request.quality, request.resolution,
-                           request.aspect_ratio, std::nullopt};
+  SizeRequest size_request{request.size, request.quality, request.resolution, request.aspect_ratio,
+                           std::nullopt};
   if (!inputs.empty()) size_request.reference_image = ImageSize{inputs[0].width, inputs[0].height};
   auto size = resolve_size(size_request, model->capabilities);
   if (!size) co_return std::unexpected(size.error());
@@ -264,67 +271,78 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   if (!caller.async) {
     new_job.params_json = to_json_text(params);
     auto create = [this, &new_job] { return store_.create_job(new_job); };
-    auto created = co_await pool_.run(create);
+    auto created = co_await batched_write(store_, create);
     if (!created) co_return std::unexpected(store_error(created.error()));
     co_return prepared;
   }
 
   // An async job outlives this request and maybe this process: its inputs go to the blob store
-  // and its task into params_json, in the same pool round trip as the job itself.
+  // (a pool round trip, only when there are any) and its task into params_json.
   task.deadline_ms = clock_.now_ms() + settings_.async_deadline_ms;
-  struct Persisted {
-    std::string error;
-    store::StoreResult<Job> created = std::unexpected(store::StoreError{});
-  };
-  Persisted done;
-  auto persist = [this, &prepared, &params, &new_job, &done]() -> int {
-    std::vector<StoredInput> inputs;
-    std::optional<StoredInput> mask;
-    for (const auto& img : prepared.task.images) {
-      auto info = blobs_.put(img.bytes, img.mime);
-      if (!info) {
-        done.error = info.error().message;
-        break;
-      }
-      prepared.input_blobs.push_back(info->id);
-      inputs.push_back(StoredInput{info->id, img.mime, img.width, img.height});
-    }
-    if (done.error.empty() && prepared.task.mask) {
-      const auto& m = *prepared.task.mask;
-      auto info = blobs_.put(m.bytes, m.mime);
-      if (info) {
+  std::vector<StoredInput> stored_inputs;
+  std::optional<StoredInput> stored_mask;
+  if (!prepared.task.images.empty() || prepared.task.mask) {
+    std::string put_error;
+    auto put_inputs = [this, &prepared, &stored_inputs, &stored_mask, &put_error]() -> int {
+      for (const auto& img : prepared.task.images) {
+        auto info = blobs_.put(img.bytes, img.mime);
+        if (!info) {
+          put_error = info.error().message;
+          return 0;
+        }
         prepared.input_blobs.push_back(info->id);
-        mask = StoredInput{info->id, m.mime, m.width, m.height};
-      } else {
-        done.error = info.error().message;
+        stored_inputs.push_back(StoredInput{info->id, img.mime, img.width, img.height});
       }
-    }
-    if (!done.error.empty()) return 0;
-    params["task"] = encode_prepared(prepared, inputs, mask);
-    new_job.params_json = to_json_text(params);
-    done.created = store_.create_job(new_job);
-    if (done.created) {
-      if (auto user = store_.find_user(new_job.user_id)) {
-        prepared.balance_after_reserve = user->balance;
+      if (prepared.task.mask) {
+        const auto& m = *prepared.task.mask;
+        auto info = blobs_.put(m.bytes, m.mime);
+        if (!info) {
+          put_error = info.error().message;
+          return 0;
+        }
+        prepared.input_blobs.push_back(info->id);
+        stored_mask = StoredInput{info->id, m.mime, m.width, m.height};
       }
-    }
-    return 0;
-  };
-  (void)co_await pool_.run(persist);
-  if (!done.error.empty() || !done.created) {
-    auto cleanup = [this, &prepared] {
-      delete_blobs(prepared.input_blobs);
       return 0;
     };
-    (void)co_await pool_.run(cleanup);
-    if (!done.error.empty()) {
+    (void)co_await pool_.run(put_inputs);
+    if (!put_error.empty()) {
+      co_await delete_blobs_async(prepared.input_blobs);
       co_return std::unexpected(
-          Error{ErrorCode::kInternal, "storing the reference images failed: " + done.error});
+          Error{ErrorCode::kInternal, "storing the reference images failed: " + put_error});
     }
-    co_return std::unexpected(store_error(done.created.error()));
   }
+  params["task"] = encode_prepared(prepared, stored_inputs, stored_mask);
+  new_job.params_json = to_json_text(params);
+  // The balance is read in the same transaction, for the reply's X-Credits-Remaining.
+  struct Created {
+    Job job;
+    std::optional<Micros> balance;
+  };
+  auto create = [this, &new_job]() -> store::StoreResult<Created> {
+    auto job = store_.create_job(new_job);
+    if (!job) return std::unexpected(job.error());
+    Created out{std::move(*job), std::nullopt};
+    if (auto user = store_.find_user(new_job.user_id)) out.balance = user->balance;
+    return out;
+  };
+  auto created = co_await batched_write(store_, create);
+  if (!created) {
+    co_await delete_blobs_async(prepared.input_blobs);
+    co_return std::unexpected(store_error(created.error()));
+  }
+  prepared.balance_after_reserve = created->balance;
   publish_inputs(prepared);
   co_return prepared;
+}
+
+asio::awaitable<void> ImagePipeline::delete_blobs_async(const std::vector<std::string>& ids) {
+  if (ids.empty()) co_return;
+  auto cleanup = [this, &ids] {
+    delete_blobs(ids);
+    return 0;
+  };
+  (void)co_await pool_.run(cleanup);
 }
 
 void ImagePipeline::publish_inputs(PreparedImageJob& job) const {
@@ -402,8 +420,8 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
   }
 
   if (result && result->images.empty()) {
-    result = std::unexpected(providers::ProviderError{providers::FailureKind::kFailed,
-                                                      "upstream returned no images"});
+    result = std::unexpected(
+        providers::ProviderError{providers::FailureKind::kFailed, "upstream returned no images"});
   }
   if (abandoned) {
     // Canceled or failed by the timeout sweep while queued for this attempt: it is settled.
@@ -423,32 +441,27 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
       finish.error_message = "the task did not finish before its deadline: " + perr.message;
     }
     finish.channel = channel_used;
-    auto fail_job = [this, &job_id, &finish, &job] {
-      auto r = store_.finish_job(job_id, finish);
-      delete_blobs(job.input_blobs);
-      return r;
-    };
-    (void)co_await pool_.run(fail_job);
+    auto fail_job = [this, &job_id, &finish] { return store_.finish_job(job_id, finish); };
+    (void)co_await batched_write(store_, fail_job);
+    co_await delete_blobs_async(job.input_blobs);
     if (client_fault) co_return std::unexpected(Error::invalid(perr.message, std::nullopt));
-    co_return std::unexpected(Error{ErrorCode::kUpstream,
-                                    "The upstream image service failed: " + perr.message});
+    co_return std::unexpected(
+        Error{ErrorCode::kUpstream, "The upstream image service failed: " + perr.message});
   }
 
   ImageJobOutcome outcome;
   outcome.size = job.size;
   outcome.quality = task.quality;
   outcome.usage = result->usage;
-  // One pool round trip: store the results (before the job succeeds: the URLs we hand out must
-  // work), finish and settle, and read the balance for X-Credits-Remaining.
+  // The results are stored first (a pool round trip: files and a shared flush), since the URLs
+  // we hand out must work; then the job finishes and settles in the write lane, reading the
+  // balance for X-Credits-Remaining in the same transaction.
   struct Stored {
     std::vector<StoredImage> images;
     std::string put_error;
-    store::StoreResult<Job> finished = std::unexpected(store::StoreError{});
-    std::optional<Micros> balance;
   };
   Stored done;
-  auto store_results = [this, &job, &result, &done, &job_id, &channel_used, &model, &price_input,
-                        price]() -> int {
+  auto store_results = [this, &result, &done]() -> int {
     for (auto& img : result->images) {
       auto info = blobs_.put(img.bytes, img.mime);
       if (!info) {
@@ -458,54 +471,63 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
       done.images.push_back(StoredImage{info->id, img.mime, img.width, img.height,
                                         std::move(img.bytes), img.revised_prompt});
     }
-    JobFinish finish;
-    finish.channel = channel_used;
-    if (!done.put_error.empty()) {
-      finish.status = JobStatus::kFailed;
-      finish.error_code = "internal_error";
-      finish.error_message = "storing the result failed: " + done.put_error;
-    } else {
-      std::optional<billing::TokenUsage> usage;
-      if (result->usage) {
-        usage = billing::TokenUsage{result->usage->input_text_tokens,
-                                    result->usage->input_image_tokens,
-                                    result->usage->output_tokens, 0};
-      }
-      billing::PriceInput delivered = price_input;
-      delivered.n = static_cast<std::int64_t>(done.images.size());
-      auto charge = billing::settle_amount(model->price, delivered, usage);
-      finish.status = JobStatus::kSucceeded;
-      finish.charge = charge ? std::min(*charge, price) : price;
-      finish.result_json = result_json(done.images, result->usage);
-    }
-    done.finished = store_.finish_job(job_id, finish);
-    if (done.finished) {
-      if (auto user = store_.find_user(done.finished->user_id)) done.balance = user->balance;
-    } else {
-      // Someone else finished it first (a cancel, or the timeout sweep that refunded it): that
-      // settlement stands, and these results were never handed out.
-      std::vector<std::string> unused;
-      for (const auto& img : done.images) unused.push_back(img.blob_id);
-      delete_blobs(unused);
-      if (done.finished.error().code == store::StoreErrc::kAlreadyResolved) {
-        spdlog::info("job {} finished upstream after it was already {}; result discarded",
-                     job_id, "settled");
-      }
-    }
-    if (job.async) delete_blobs(job.input_blobs);
     return 0;
   };
   (void)co_await pool_.run(store_results);
+  JobFinish finish;
+  finish.channel = channel_used;
+  if (!done.put_error.empty()) {
+    finish.status = JobStatus::kFailed;
+    finish.error_code = "internal_error";
+    finish.error_message = "storing the result failed: " + done.put_error;
+  } else {
+    std::optional<billing::TokenUsage> usage;
+    if (result->usage) {
+      usage =
+          billing::TokenUsage{result->usage->input_text_tokens, result->usage->input_image_tokens,
+                              result->usage->output_tokens, 0};
+    }
+    billing::PriceInput delivered = price_input;
+    delivered.n = static_cast<std::int64_t>(done.images.size());
+    auto charge = billing::settle_amount(model->price, delivered, usage);
+    finish.status = JobStatus::kSucceeded;
+    finish.charge = charge ? std::min(*charge, price) : price;
+    finish.result_json = result_json(done.images, result->usage);
+  }
+  struct Finished {
+    Job job;
+    std::optional<Micros> balance;
+  };
+  auto finish_write = [this, &job_id, &finish]() -> store::StoreResult<Finished> {
+    auto finished = store_.finish_job(job_id, finish);
+    if (!finished) return std::unexpected(finished.error());
+    Finished out{std::move(*finished), std::nullopt};
+    if (auto user = store_.find_user(out.job.user_id)) out.balance = user->balance;
+    return out;
+  };
+  auto finished = co_await batched_write(store_, finish_write);
+  std::vector<std::string> unused;
+  if (!finished || !done.put_error.empty()) {
+    // Failed to store, or someone else finished it first (a cancel, or the timeout sweep that
+    // refunded it): that settlement stands, and these results were never handed out.
+    for (const auto& img : done.images) unused.push_back(img.blob_id);
+    if (!finished && finished.error().code == store::StoreErrc::kAlreadyResolved) {
+      spdlog::info("job {} finished upstream after it was already settled; result discarded",
+                   job_id);
+    }
+  }
+  if (job.async) unused.insert(unused.end(), job.input_blobs.begin(), job.input_blobs.end());
+  co_await delete_blobs_async(unused);
   if (!done.put_error.empty()) {
     co_return std::unexpected(
         Error{ErrorCode::kInternal, "storing the result failed: " + done.put_error});
   }
-  if (!done.finished) co_return std::unexpected(store_error(done.finished.error()));
+  if (!finished) co_return std::unexpected(store_error(finished.error()));
 
-  outcome.job = std::move(*done.finished);
+  outcome.job = std::move(finished->job);
   outcome.images = std::move(done.images);
   outcome.charged = outcome.job.charged;
-  outcome.balance_after = done.balance.value_or(0);
+  outcome.balance_after = finished->balance.value_or(0);
   co_return outcome;
 }
 

@@ -74,8 +74,7 @@ struct PipelineSettings {
   std::int64_t async_deadline_ms = 30 * 60 * 1000;
   // Absolute URL at which an upstream can fetch a blob until `expires_at_s` (unix seconds); used
   // for reference images of async jobs (Kie takes input_urls). Empty: no URLs are published.
-  std::function<std::string(const std::string& blob_id, std::int64_t expires_at_s)>
-      public_blob_url;
+  std::function<std::string(const std::string& blob_id, std::int64_t expires_at_s)> public_blob_url;
   // Generations in flight per provider channel (channel -> limit; absent or 0 = unlimited).
   std::map<std::string, int> channel_limits;
 };
@@ -125,6 +124,7 @@ class ImagePipeline {
   std::string new_job_id();
   void publish_inputs(PreparedImageJob& job) const;
   void delete_blobs(const std::vector<std::string>& ids);
+  boost::asio::awaitable<void> delete_blobs_async(const std::vector<std::string>& ids);
 
   store::Store& store_;
   BlockingPool& pool_;

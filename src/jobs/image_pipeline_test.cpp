@@ -36,8 +36,8 @@ class ScriptedProvider final : public providers::ImageProvider {
     }
     ImageResult r;
     for (int i = 0; i < task.n; ++i) {
-      r.images.push_back({"\x89PNG-fake-" + std::to_string(i), "image/png", task.width,
-                          task.height, std::nullopt});
+      r.images.push_back({"\x89PNG-fake-" + std::to_string(i), "image/png", task.width, task.height,
+                          std::nullopt});
     }
     r.usage = providers::ImageUsage{10, 0, 1000};
     co_return r;
@@ -131,6 +131,24 @@ TEST_F(ImagePipelineTest, SuccessChargesTheTierPriceTimesN) {
   auto blob = blobs_.stat(out->images[0].blob_id);
   ASSERT_TRUE(blob.has_value());
   EXPECT_TRUE(store_.check_ledger()->violations.empty());
+}
+
+TEST_F(ImagePipelineTest, JobIdsSortByCreationTimeAndCarry24RandomCharacters) {
+  store_.grant(user_, credits(10), "t");
+  auto first = run(request());
+  clock_.advance_ms(1);
+  auto second = run(request());
+  clock_.advance_ms(62 * 62);
+  auto third = run(request());
+  ASSERT_TRUE(first && second && third);
+  const std::string& a = first->job.id;
+  const std::string& b = second->job.id;
+  const std::string& c = third->job.id;
+  EXPECT_EQ(a.size(), 4u + 8u + 24u) << a;
+  EXPECT_TRUE(a.starts_with("img_")) << a;
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_NE(a.substr(12), b.substr(12));  // the random part differs
 }
 
 TEST_F(ImagePipelineTest, RetryableFailureFailsOverAndChargesOnce) {
@@ -243,7 +261,8 @@ TEST_F(ImagePipelineTest, ValidationFailuresWriteNothing) {
 }
 
 // Prepares an async job (queued, reserved, task persisted) the way an async create call does.
-PreparedImageJob prepare_async(ImagePipeline& pipeline, std::int64_t user, const ImageRequest& req) {
+PreparedImageJob prepare_async(ImagePipeline& pipeline, std::int64_t user,
+                               const ImageRequest& req) {
   asio::io_context ioc;
   Caller caller{user, 1, "tasks", true};
   auto fut = asio::co_spawn(ioc, pipeline.prepare(caller, req), asio::use_future);

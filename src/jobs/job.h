@@ -22,7 +22,7 @@ std::string_view to_string(JobStatus status);
 std::optional<JobStatus> job_status_from_string(std::string_view text);
 
 struct Job {
-  std::string id;  // public, unguessable ("job_" + 24 base62)
+  std::string id;  // public, unguessable ("img_" + 8 base62 of the time + 24 random base62)
   std::int64_t user_id = 0;
   std::int64_t key_id = 0;
   std::string kind;     // "image.generation", "image.edit" (later "video.generation", ...)

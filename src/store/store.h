@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -191,7 +192,7 @@ class Store {
   virtual StoreResult<User> create_user(const NewUser& user) = 0;  // kConflict on duplicate
   virtual StoreResult<User> find_user(std::int64_t user_id) = 0;
   virtual StoreResult<User> find_user_by_email(std::string_view email) = 0;  // any case
-  virtual StoreResult<std::vector<User>> list_users() = 0;                    // by id
+  virtual StoreResult<std::vector<User>> list_users() = 0;                   // by id
   virtual StoreResult<std::int64_t> count_users() = 0;
   // Disabling a user bumps auth_version().
   virtual StoreResult<void> set_user_disabled(std::int64_t user_id, bool disabled) = 0;
@@ -233,8 +234,7 @@ class Store {
   virtual StoreResult<Hold> find_hold(std::int64_t hold_id) = 0;
   virtual StoreResult<std::vector<Hold>> list_open_holds() = 0;
   // Newest first.
-  virtual StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id,
-                                                            int limit) = 0;
+  virtual StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) = 0;
   // --- jobs ---
   // Inserts a queued job and, when job.reserve > 0, moves that amount from the user's balance
   // into a hold tied to the job: one transaction. kInsufficientCredits writes nothing;
@@ -300,6 +300,20 @@ class Store {
   // a job's hold is open exactly while the job is unfinished, and a succeeded job's charge
   // equals its hold's charge.
   virtual StoreResult<LedgerCheckReport> check_ledger() = 0;
+
+  // --- the batched write lane (the request path's writes, without a blocking-pool thread) ---
+  using BatchedWork = std::function<void()>;
+  using BatchedDone = std::function<void(StoreResult<void>)>;
+  // Runs `work`, which calls this store's methods, where its writes are cheapest to make
+  // durable, then `done` once every write `work` made is durable. `done` gets an error when they
+  // could not be committed or made durable; `work`'s own results then do not hold. `work` may
+  // run more than once (a busy retry) and must only call this store; neither may block on
+  // anything else, and either may run on any thread. SqliteStore runs `work` on its writer
+  // thread inside the next group commit; the default runs both at once on the calling thread.
+  virtual void run_batched(BatchedWork work, BatchedDone done) {
+    work();
+    done({});
+  }
 };
 
 }  // namespace ig::store

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -939,6 +940,89 @@ TEST_P(StoreContractTest, NoOverdraftUnderConcurrentReserves) {
   run_no_overdraft(store(), {&store()}, OverdraftScenario{});
 }
 
+// --- the batched write lane ---
+
+// Runs `work` through run_batched and waits for `done` (it may come from another thread).
+StoreResult<void> run_batched_and_wait(Store& store, std::function<void()> work) {
+  std::promise<StoreResult<void>> durable;
+  auto finished = durable.get_future();
+  store.run_batched(std::move(work), [&durable](StoreResult<void> r) { durable.set_value(r); });
+  return finished.get();
+}
+
+TEST_P(StoreContractTest, BatchedWorkWritesReadsItsOwnWritesAndIsDurableWhenDone) {
+  User user = funded_user("lane@example.com", credits(10));
+  StoreResult<jobs::Job> created = std::unexpected(StoreError{});
+  StoreResult<User> seen = std::unexpected(StoreError{});
+  auto durable = run_batched_and_wait(store(), [&] {
+    created = store().create_job(new_job("job_lane", user.id, credits(4)));
+    seen = store().find_user(user.id);  // inside the same batch: sees the reserve
+  });
+  ASSERT_TRUE(ok(durable));
+  ASSERT_TRUE(ok(created));
+  EXPECT_EQ(created->status, JobStatus::kQueued);
+  ASSERT_TRUE(ok(seen));
+  EXPECT_EQ(seen->balance, credits(6));
+  EXPECT_EQ(seen->reserved, credits(4));
+  auto found = store().find_job("job_lane");
+  ASSERT_TRUE(ok(found));
+  EXPECT_EQ(found->hold_id, created->hold_id);
+}
+
+TEST_P(StoreContractTest, AFailedCallInBatchedWorkIsUndoneAloneAndTheRestKept) {
+  User user = funded_user("lane2@example.com", credits(5));
+  StoreResult<jobs::Job> first = std::unexpected(StoreError{});
+  StoreResult<jobs::Job> second = std::unexpected(StoreError{});
+  StoreResult<jobs::Job> duplicate = std::unexpected(StoreError{});
+  auto durable = run_batched_and_wait(store(), [&] {
+    first = store().create_job(new_job("job_l1", user.id, credits(3)));
+    second = store().create_job(new_job("job_l2", user.id, credits(3)));  // only 2 left
+    duplicate = store().create_job(new_job("job_l1", user.id, credits(1)));
+  });
+  ASSERT_TRUE(ok(durable));
+  EXPECT_TRUE(ok(first));
+  EXPECT_EQ(code(second), "kInsufficientCredits");
+  EXPECT_EQ(code(duplicate), "kConflict");
+  EXPECT_EQ(code(store().find_job("job_l2")), "kNotFound");
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, credits(2));
+  EXPECT_EQ(after->reserved, credits(3));
+  auto report = store().check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
+}
+
+TEST_P(StoreContractTest, BatchedAndBlockingWritesFromManyThreadsNeverOverdraw) {
+  User user = funded_user("lane3@example.com", credits(100));
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 25;  // 200 one-credit jobs for 100 credits
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = "job_t" + std::to_string(t) + "_" + std::to_string(i);
+        if (t % 2 == 0) {
+          if (store().create_job(new_job(id, user.id, credits(1)))) ++created;
+        } else {
+          StoreResult<jobs::Job> r = std::unexpected(StoreError{});
+          auto durable = run_batched_and_wait(
+              store(), [&] { r = store().create_job(new_job(id, user.id, credits(1))); });
+          if (durable && r) ++created;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(created.load(), 100);
+  auto after = store().find_user(user.id);
+  EXPECT_EQ(after->balance, 0);
+  EXPECT_EQ(after->reserved, credits(100));
+  auto report = store().check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
+}
+
 // --- jobs ---
 
 TEST_P(StoreContractTest, CreateJobReservesIntoAHoldOfItsOwn) {
@@ -1292,8 +1376,12 @@ TEST_P(StoreContractTest, FinishOnlyFromAStateIsACompareAndSet) {
 
 TEST_P(StoreContractTest, ASyncJobCanBeCreatedAlreadyRunning) {
   User user = funded_user("sync@example.com", credits(10));
-  jobs::NewJob job{.id = "job_sync", .user_id = user.id, .kind = "image.generation",
-                   .model = "m", .dialect = "openai", .reserve = credits(1),
+  jobs::NewJob job{.id = "job_sync",
+                   .user_id = user.id,
+                   .kind = "image.generation",
+                   .model = "m",
+                   .dialect = "openai",
+                   .reserve = credits(1),
                    .start_running = true};
   auto created = store().create_job(job);
   ASSERT_TRUE(ok(created));

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/unique_fd.h"
+
 namespace ig::blobs {
 namespace {
 
@@ -28,24 +30,7 @@ std::unexpected<Error> internal(std::string_view what, int err) {
 
 std::unexpected<Error> not_found() { return fail(ErrorCode::kNotFound, "blob not found"); }
 
-// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // Unlinks the files it tracks when it goes out of scope, unless forgotten.
 class Cleanup {

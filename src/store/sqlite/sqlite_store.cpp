@@ -1,13 +1,21 @@
 #include "store/sqlite/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -15,6 +23,8 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+
+#include "core/unique_fd.h"
 
 namespace ig::store {
 namespace {
@@ -391,6 +401,10 @@ class SqliteConnection {
   }
 
   static StoreResult<std::unique_ptr<SqliteConnection>> open(const SqliteSettings& settings) {
+    // Memory statistics take a global mutex on every SQLite allocation; nothing reads them.
+    // Only possible before SQLite initializes; later calls are harmless no-ops (SQLITE_MISUSE).
+    static std::once_flag configured;
+    std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
     sqlite3* db = nullptr;
     int rc =
         sqlite3_open_v2(settings.path.c_str(), &db,
@@ -449,11 +463,16 @@ class SqliteConnection {
     return {};
   }
 
+  // One statement without parameters through the statement cache: transaction control on the
+  // write path, where sqlite3_exec would compile it again every time.
+  StoreResult<void> run_cached(const char* single_sql) { return prepare(single_sql).run(); }
+
   void rollback() {
     if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
 
   std::int64_t changes() const { return sqlite3_changes64(db_); }
+  std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 
   // Set whenever SQLite answered SQLITE_BUSY/LOCKED since the flag was last cleared.
   bool busy = false;
@@ -468,6 +487,24 @@ class SqliteConnection {
   sqlite3* db_;
   std::map<std::string, sqlite3_stmt*, std::less<>> cache_;  // keyed by SQL text
 };
+
+// The statements of one savepoint name: "w" wraps each write of a group commit, "n" a store
+// call made by batched work inside one (see write_tx).
+struct SavepointSql {
+  const char* begin;
+  const char* release;
+  const char* rollback_to;
+};
+inline constexpr SavepointSql kBatchSavepoint{"SAVEPOINT w", "RELEASE w", "ROLLBACK TO w"};
+inline constexpr SavepointSql kNestedSavepoint{"SAVEPOINT n", "RELEASE n", "ROLLBACK TO n"};
+
+// Ends the savepoint, keeping or undoing its changes.
+inline StoreResult<void> end_savepoint(SqliteConnection& conn, const SavepointSql& sp, bool keep) {
+  if (!keep) {
+    if (auto undone = conn.run_cached(sp.rollback_to); !undone) return undone;
+  }
+  return conn.run_cached(sp.release);
+}
 
 // Fixed set of connections handed out one caller at a time.
 class SqlitePool {
@@ -500,36 +537,75 @@ class SqlitePool {
     return Lease(*this, conn);
   }
 
-  // One write of the group commit: `body` runs inside the batch's transaction, within its own
+  // One write of the group commit. `body` runs inside the batch's transaction, within its own
   // savepoint, and says whether to keep its changes; `fail` reports that the whole batch did
-  // not commit (it overrides what body produced).
+  // not commit (it overrides what body produced); `durable` is called last, once the batch is
+  // on disk or has failed. After `durable` the writer touches nothing the op refers to.
   struct WriteOp {
     std::function<bool(SqliteConnection&)> body;
     std::function<void(const StoreError&)> fail;
-    bool done = false;  // guarded by group_mu_
+    std::function<void()> durable;
+    bool savepoint = true;  // false: body keeps its changes whatever it returns
   };
 
-  // Group commit: writers of this process queue here; whoever finds no batch running runs
-  // every queued write in one BEGIN IMMEDIATE ... COMMIT, so N concurrent writes cost one WAL
-  // sync instead of N. Each caller returns only after the commit that covers its write.
-  // Other processes are still excluded by BEGIN IMMEDIATE.
-  void write(WriteOp& op) {
-    std::unique_lock lock(group_mu_);
-    queue_.push_back(&op);
-    while (!op.done) {
-      if (leading_) {
-        group_cv_.wait(lock);
-        continue;
-      }
-      leading_ = true;
-      std::vector<WriteOp*> batch = std::exchange(queue_, {});
-      lock.unlock();
-      run_batch(batch);
-      lock.lock();
-      for (WriteOp* o : batch) o->done = true;
-      leading_ = false;
-      group_cv_.notify_all();
+  // Group commit with a pipelined flush. Every write of this process goes to one writer thread,
+  // which runs whatever is queued as one BEGIN IMMEDIATE ... COMMIT on its own connection with
+  // synchronous=NORMAL (no sync inside COMMIT), then hands the batch to a flusher thread that
+  // fdatasyncs the WAL and only then completes the batch's writes. While the flusher waits for
+  // the device, the writer already commits the next batch, so the device flush bounds latency,
+  // not throughput. The WAL is append-only between checkpoints and a checkpoint syncs what it
+  // copies, so a flush that starts after a COMMIT returned covers that COMMIT. Other processes
+  // are still excluded by BEGIN IMMEDIATE.
+  void start_writer(std::unique_ptr<SqliteConnection> conn, std::string db_path, bool flush) {
+    writer_conn_ = std::move(conn);
+    db_path_ = std::move(db_path);
+    flush_ = flush;
+    writer_ = std::thread([this] { writer_loop(); });
+    if (flush_) flusher_ = std::thread([this] { flusher_loop(); });
+  }
+
+  ~SqlitePool() { stop_writer(); }
+
+  void stop_writer() {
+    {
+      std::lock_guard lock(queue_mu_);
+      if (stopping_) return;
+      stopping_ = true;
     }
+    queue_cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+    {
+      std::lock_guard lock(flush_mu_);
+      flush_stopping_ = true;
+    }
+    flush_cv_.notify_all();
+    if (flusher_.joinable()) flusher_.join();
+  }
+
+  // Queues `op`; it completes (fail?, then durable) on the writer or flusher thread.
+  void submit(std::unique_ptr<WriteOp> op) {
+    {
+      std::lock_guard lock(queue_mu_);
+      if (!stopping_ && writer_.joinable()) {
+        queue_.push_back(std::move(op));
+        if (queue_.size() == 1) queue_cv_.notify_one();
+        return;
+      }
+    }
+    op->fail(StoreError{StoreErrc::kUnavailable, "the store is closing"});
+    op->durable();
+  }
+
+  // Runs `op` and returns once it is durable (or failed). Blocking: pool threads only.
+  void write(WriteOp& op) {
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> finished = done->get_future();
+    auto owned = std::make_unique<WriteOp>();
+    owned->body = [&op](SqliteConnection& c) { return op.body(c); };
+    owned->fail = [&op](const StoreError& e) { op.fail(e); };
+    owned->durable = [done] { done->set_value(); };
+    submit(std::move(owned));
+    finished.wait();
   }
 
   // A connection that never writes and only answers `PRAGMA data_version` (change_counter).
@@ -553,15 +629,42 @@ class SqlitePool {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<SqliteConnection>> all_;
   std::vector<SqliteConnection*> idle_;  // guarded by mu_
-  void run_batch(const std::vector<WriteOp*>& batch);
 
   std::mutex probe_mu_;
   std::unique_ptr<SqliteConnection> probe_;
-  std::mutex group_mu_;
-  std::condition_variable group_cv_;
-  std::vector<WriteOp*> queue_;  // guarded by group_mu_
-  bool leading_ = false;         // guarded by group_mu_
+  using Batch = std::vector<std::unique_ptr<WriteOp>>;
+  // Runs the batch in one transaction; false when it did not commit (every op was failed).
+  bool run_batch(const Batch& batch);
+  void writer_loop();
+  void flusher_loop();
+  StoreResult<void> flush_wal();
+  static void complete(Batch& batch) {
+    for (auto& op : batch) {
+      op->durable();
+      op.reset();
+    }
+  }
+
+  std::unique_ptr<SqliteConnection> writer_conn_;
+  std::string db_path_;
+  bool flush_ = false;
+  std::thread writer_;
+  std::thread flusher_;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  Batch queue_;            // guarded by queue_mu_
+  bool stopping_ = false;  // guarded by queue_mu_
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  Batch flushing_;               // guarded by flush_mu_: committed, waiting for the flush
+  bool flush_stopping_ = false;  // guarded by flush_mu_
+  UniqueFd wal_fd_;              // flusher thread only
+  ino_t wal_inode_ = 0;          // flusher thread only
 };
+
+// The writer thread's connection while it runs a batch: store calls made by a batched work
+// item on that thread join the batch's transaction instead of queueing behind it.
+inline thread_local SqliteConnection* tl_batch_conn = nullptr;
 
 }  // namespace detail
 
@@ -611,42 +714,120 @@ auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
 
 namespace detail {
 
-void SqlitePool::run_batch(const std::vector<WriteOp*>& batch) {
-  auto conn = borrow();
+bool SqlitePool::run_batch(const Batch& batch) {
+  SqliteConnection& conn = *writer_conn_;
   auto fail_all = [&](const StoreError& e) {
-    conn->rollback();
-    for (WriteOp* op : batch) op->fail(e);
+    conn.rollback();
+    for (const auto& op : batch) op->fail(e);
+    return false;
   };
   for (int attempt = 1;; ++attempt) {
-    conn->busy = false;
+    conn.busy = false;
     std::optional<StoreError> error;
-    if (auto begun = conn->exec("BEGIN IMMEDIATE"); !begun) error = begun.error();
+    if (auto begun = conn.run_cached("BEGIN IMMEDIATE"); !begun) error = begun.error();
+    tl_batch_conn = &conn;
     for (std::size_t i = 0; !error && i < batch.size(); ++i) {
-      if (auto saved = conn->exec("SAVEPOINT w"); !saved) {
-        error = saved.error();
-        break;
+      const WriteOp& op = *batch[i];
+      if (op.savepoint) {
+        if (auto saved = conn.run_cached(kBatchSavepoint.begin); !saved) {
+          error = saved.error();
+          break;
+        }
       }
-      const bool keep = batch[i]->body(*conn);
-      if (conn->busy) {
+      const bool keep = op.body(conn);
+      if (conn.busy) {
         error = StoreError{StoreErrc::kUnavailable, "database busy inside a write"};
         break;
       }
-      auto ended = keep ? conn->exec("RELEASE w") : conn->exec("ROLLBACK TO w; RELEASE w");
-      if (!ended) error = ended.error();
+      if (!op.savepoint) continue;
+      if (auto ended = end_savepoint(conn, kBatchSavepoint, keep); !ended) error = ended.error();
     }
+    tl_batch_conn = nullptr;
     if (!error) {
-      if (auto committed = conn->exec("COMMIT"); committed) return;
-      else error = committed.error();
+      if (auto committed = conn.run_cached("COMMIT"); committed)
+        return true;
+      else
+        error = committed.error();
     }
-    conn->rollback();
-    if (!conn->busy) return fail_all(*error);
+    conn.rollback();
+    if (!conn.busy) return fail_all(*error);
     if (attempt >= kMaxTxAttempts) {
-      return fail_all(StoreError{StoreErrc::kUnavailable,
-                                 "database busy after " + std::to_string(kMaxTxAttempts) +
-                                     " attempts: " + error->message});
+      return fail_all(StoreError{StoreErrc::kUnavailable, "database busy after " +
+                                                              std::to_string(kMaxTxAttempts) +
+                                                              " attempts: " + error->message});
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
   }
+}
+
+void SqlitePool::writer_loop() {
+  for (;;) {
+    Batch batch;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has been written
+      batch.swap(queue_);
+    }
+    const bool committed = run_batch(batch);
+    if (!committed || !flush_) {
+      complete(batch);
+      continue;
+    }
+    std::lock_guard lock(flush_mu_);
+    const bool idle = flushing_.empty();
+    for (auto& op : batch) flushing_.push_back(std::move(op));
+    if (idle) flush_cv_.notify_one();
+  }
+}
+
+void SqlitePool::flusher_loop() {
+  for (;;) {
+    Batch batch;
+    {
+      std::unique_lock lock(flush_mu_);
+      flush_cv_.wait(lock, [&] { return flush_stopping_ || !flushing_.empty(); });
+      if (flushing_.empty()) return;
+      batch.swap(flushing_);
+    }
+    if (auto flushed = flush_wal(); !flushed) {
+      // The commits are in the file but maybe not on the device, and after a failed fsync
+      // Linux may drop the dirty pages: nothing can be promised any more (PostgreSQL panics on
+      // this too). Restart recovery settles what was in flight.
+      std::fprintf(stderr, "FATAL: cannot make the store durable: %s\n",
+                   flushed.error().message.c_str());
+      std::abort();
+    }
+    complete(batch);
+  }
+}
+
+// fdatasync of the WAL. The WAL is (re)created by SQLite; a new file also needs its directory
+// entry flushed, as SQLite does for synchronous=FULL. No WAL file means everything was
+// checkpointed into the database file, which the checkpoint synced.
+StoreResult<void> SqlitePool::flush_wal() {
+  const std::string wal_path = db_path_ + "-wal";
+  struct stat st {};
+  if (::stat(wal_path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return err(StoreErrc::kUnavailable, "stat " + wal_path + ": " + std::strerror(errno));
+  }
+  if (!wal_fd_ || st.st_ino != wal_inode_) {
+    UniqueFd fd(::open(wal_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return err(StoreErrc::kUnavailable, "open " + wal_path + ": " + std::strerror(errno));
+    std::string dir = std::filesystem::path(db_path_).parent_path().string();
+    if (dir.empty()) dir = ".";
+    UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir_fd || ::fsync(dir_fd.get()) != 0) {
+      return err(StoreErrc::kUnavailable, "fsync " + dir + ": " + std::strerror(errno));
+    }
+    wal_fd_ = std::move(fd);
+    wal_inode_ = st.st_ino;
+  }
+  if (::fdatasync(wal_fd_.get()) != 0) {
+    return err(StoreErrc::kUnavailable, "fdatasync " + wal_path + ": " + std::strerror(errno));
+  }
+  return {};
 }
 
 }  // namespace detail
@@ -656,6 +837,23 @@ namespace {
 template <class Fn>
 auto write_tx(SqlitePool& pool, Fn&& fn) {
   using R = std::invoke_result_t<Fn&, SqliteConnection&>;
+  if (detail::tl_batch_conn != nullptr) {
+    // Called by batched work on the writer thread: a nested savepoint of the running batch.
+    SqliteConnection& conn = *detail::tl_batch_conn;
+    if (auto saved = conn.run_cached(detail::kNestedSavepoint.begin); !saved) {
+      return R(std::unexpected(saved.error()));
+    }
+    R r = [&]() -> R {
+      try {
+        return fn(conn);
+      } catch (const std::exception& e) {
+        return err(StoreErrc::kUnavailable, std::string("sqlite store: ") + e.what());
+      }
+    }();
+    auto ended = detail::end_savepoint(conn, detail::kNestedSavepoint, r.has_value());
+    if (!ended && r) return R(std::unexpected(ended.error()));
+    return r;
+  }
   std::optional<R> out;
   SqlitePool::WriteOp op;
   op.body = [&](SqliteConnection& conn) {
@@ -671,9 +869,11 @@ auto write_tx(SqlitePool& pool, Fn&& fn) {
   return std::move(*out);
 }
 
-// `snapshot`: run inside one read transaction so all statements see the same state.
+// `snapshot`: run inside one read transaction so all statements see the same state. On the
+// writer thread inside a batch, reads see the batch's own uncommitted writes.
 template <class Fn>
 auto read_tx(SqlitePool& pool, Fn&& fn, bool snapshot = false) {
+  if (detail::tl_batch_conn != nullptr) return run_tx(*detail::tl_batch_conn, nullptr, fn);
   auto conn = pool.borrow();
   return run_tx(*conn, snapshot ? "BEGIN" : nullptr, fn);
 }
@@ -844,18 +1044,21 @@ StoreResult<Micros> balance_of(SqliteConnection& c, std::int64_t user_id) {
                "user", user_id);
 }
 
+// The hot inserts build their result from what they wrote and the new rowid: RETURNING would
+// make SQLite open an ephemeral table for every statement.
 StoreResult<LedgerEntry> append_ledger(SqliteConnection& c, std::int64_t user_id, LedgerKind kind,
                                        Micros amount, Micros balance_after,
                                        std::optional<std::int64_t> hold_id, std::string_view job_id,
                                        std::string_view note, std::int64_t now) {
-  auto row = c.prepare(
-                  "INSERT INTO ledger(user_id, kind, amount, balance_after, hold_id, job_id, "
-                  "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_LEDGER_COLS)
-                 .bind(user_id, to_string(kind), amount, balance_after, hold_id, job_id, note, now)
-                 .one(read_entry);
-  if (!row) return std::unexpected(row.error());
-  if (!*row) return err(StoreErrc::kUnavailable, "ledger insert returned no row");
-  return std::move(**row);
+  auto inserted =
+      c.prepare(
+           "INSERT INTO ledger(user_id, kind, amount, balance_after, hold_id, job_id, "
+           "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+          .bind(user_id, to_string(kind), amount, balance_after, hold_id, job_id, note, now)
+          .run();
+  if (!inserted) return std::unexpected(inserted.error());
+  return LedgerEntry{c.last_insert_rowid(), user_id,           kind, amount, balance_after, hold_id,
+                     std::string(job_id),   std::string(note), now};
 }
 
 StoreResult<Hold> open_hold(SqliteConnection& c, std::int64_t hold_id) {
@@ -882,17 +1085,23 @@ StoreResult<Hold> open_new_hold(SqliteConnection& c, std::int64_t user_id, Micro
                      .bind(after, amount, user_id)
                      .run();
   if (!updated) return std::unexpected(updated.error());
-  auto hold = c.prepare(
-                   "INSERT INTO holds(user_id, amount, job_id, created_at) "
-                   "VALUES (?, ?, ?, ?) RETURNING " IG_HOLD_COLS)
-                  .bind(user_id, amount, job_id, now)
-                  .one(read_hold);
-  if (!hold) return std::unexpected(hold.error());
-  if (!*hold) return err(StoreErrc::kUnavailable, "hold insert returned no row");
+  auto inserted = c.prepare(
+                       "INSERT INTO holds(user_id, amount, job_id, created_at) "
+                       "VALUES (?, ?, ?, ?)")
+                      .bind(user_id, amount, job_id, now)
+                      .run();
+  if (!inserted) return std::unexpected(inserted.error());
+  Hold hold;
+  hold.id = c.last_insert_rowid();
+  hold.user_id = user_id;
+  hold.amount = amount;
+  hold.job_id = std::string(job_id);
+  hold.state = HoldState::kOpen;
+  hold.created_at = now;
   auto row =
-      append_ledger(c, user_id, LedgerKind::kReserve, -amount, after, (*hold)->id, job_id, "", now);
+      append_ledger(c, user_id, LedgerKind::kReserve, -amount, after, hold.id, job_id, "", now);
   if (!row) return std::unexpected(row.error());
-  return std::move(**hold);
+  return hold;
 }
 
 // Resolves an open hold: settles it charging `charge` (0 <= charge <= amount, checked by the
@@ -998,10 +1207,36 @@ StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings
     auto probe = SqliteConnection::open(settings);
     if (!probe) return std::unexpected(probe.error());
     pool->set_probe(std::move(*probe));
+    auto writer = SqliteConnection::open(settings);
+    if (!writer) return std::unexpected(writer.error());
+    // With synchronous_full the writer's flusher syncs the WAL after each COMMIT instead.
+    if (auto normal = (*writer)->exec("PRAGMA synchronous=NORMAL"); !normal) {
+      return std::unexpected(normal.error());
+    }
+    pool->start_writer(std::move(*writer), settings.path, settings.synchronous_full);
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(pool), clock));
   } catch (const std::exception& e) {
     return err(StoreErrc::kUnavailable, std::string("opening sqlite store: ") + e.what());
   }
+}
+
+void SqliteStore::run_batched(BatchedWork work, BatchedDone done) {
+  auto op = std::make_unique<detail::SqlitePool::WriteOp>();
+  auto failure = std::make_shared<std::optional<StoreError>>();
+  op->body = [work = std::move(work)](SqliteConnection&) {
+    work();
+    return true;
+  };
+  op->savepoint = false;  // each store call in `work` is a savepoint of its own
+  op->fail = [failure](const StoreError& e) { *failure = e; };
+  op->durable = [failure, done = std::move(done)] {
+    if (*failure) {
+      done(std::unexpected(**failure));
+    } else {
+      done({});
+    }
+  };
+  pool_->submit(std::move(op));
 }
 
 StoreResult<void> SqliteStore::ping() {
@@ -1451,25 +1686,41 @@ StoreResult<jobs::Job> SqliteStore::create_job(const jobs::NewJob& job) {
       if (!hold) return std::unexpected(hold.error());
       hold_id = hold->id;
     }
-    auto created =
-        c.prepare(
-             "INSERT INTO jobs(id, user_id, key_id, kind, model, dialect, params_json, "
-             "callback_url, hold_id, reserved, created_at_ms, updated_at_ms, status, "
-             "started_at_ms) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING " IG_JOB_COLS)
-            .bind(job.id, job.user_id, job.key_id, job.kind, job.model, job.dialect,
-                  job.params_json, job.callback_url, hold_id, job.reserve, now_ms, now_ms,
-                  job.start_running ? "running" : "queued",
-                  job.start_running ? std::optional<std::int64_t>(now_ms) : std::nullopt)
-            .one(read_job);
+    const jobs::JobStatus status =
+        job.start_running ? jobs::JobStatus::kRunning : jobs::JobStatus::kQueued;
+    const std::optional<std::int64_t> started =
+        job.start_running ? std::optional<std::int64_t>(now_ms) : std::nullopt;
+    auto created = c.prepare(
+                        "INSERT INTO jobs(id, user_id, key_id, kind, model, dialect, params_json, "
+                        "callback_url, hold_id, reserved, created_at_ms, updated_at_ms, status, "
+                        "started_at_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                       .bind(job.id, job.user_id, job.key_id, job.kind, job.model, job.dialect,
+                             job.params_json, job.callback_url, hold_id, job.reserve, now_ms,
+                             now_ms, jobs::to_string(status), started)
+                       .run();
     if (!created) {
       if (created.error().code == StoreErrc::kConflict) {
         return err(StoreErrc::kConflict, "job " + job.id + " already exists");
       }
       return std::unexpected(created.error());
     }
-    if (!*created) return err(StoreErrc::kUnavailable, "job insert returned no row");
-    return std::move(**created);
+    jobs::Job out;
+    out.id = job.id;
+    out.user_id = job.user_id;
+    out.key_id = job.key_id;
+    out.kind = job.kind;
+    out.model = job.model;
+    out.dialect = job.dialect;
+    out.params_json = job.params_json;
+    out.callback_url = job.callback_url;
+    out.status = status;
+    out.hold_id = hold_id;
+    out.reserved = job.reserve;
+    out.created_at_ms = now_ms;
+    out.updated_at_ms = now_ms;
+    out.started_at_ms = started;
+    return out;
   });
 }
 
@@ -1526,8 +1777,8 @@ StoreResult<jobs::Job> SqliteStore::finish_job(std::string_view job_id,
                  "job " + job->id + " already " + std::string(jobs::to_string(job->status)));
     }
     if (finish.only_from && job->status != *finish.only_from) {
-      return err(StoreErrc::kConflict, "job " + job->id + " is " +
-                                           std::string(jobs::to_string(job->status)));
+      return err(StoreErrc::kConflict,
+                 "job " + job->id + " is " + std::string(jobs::to_string(job->status)));
     }
     if (charge > job->reserved) {
       return err(StoreErrc::kInvalidArgument,

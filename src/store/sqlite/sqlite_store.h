@@ -8,9 +8,13 @@
 //    number of times, then reported as kUnavailable.
 //  - The schema is versioned; open() applies missing migrations exactly once, safely even when
 //    two processes open the same file at the same moment.
-//  - Committed ledger changes survive power loss with synchronous=FULL (the default); with
-//    NORMAL they survive a crash of the process, and a power loss can roll back the last
-//    commits but never leaves the ledger inconsistent.
+//  - Every write of this process goes through one writer thread that group-commits whatever
+//    is queued (see run_batched). With synchronous_full (the default) a write returns only
+//    after a flusher thread has fdatasync'ed the WAL past its COMMIT, so it survives power
+//    loss; the writer commits the next batch meanwhile. Other connections may read a commit
+//    up to one device flush before it is durable. With NORMAL writes survive a crash of the
+//    process, and a power loss can roll back the last commits but never leaves the ledger
+//    inconsistent.
 //  - No SQL leaves this folder; no exception leaves this class.
 
 #include <cstdint>
@@ -75,6 +79,7 @@ class SqliteStore final : public Store {
   StoreResult<std::vector<Hold>> list_open_holds() override;
   StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
   StoreResult<LedgerCheckReport> check_ledger() override;
+  void run_batched(BatchedWork work, BatchedDone done) override;
 
   StoreResult<jobs::Job> create_job(const jobs::NewJob& job) override;
   StoreResult<jobs::Job> find_job(std::string_view job_id) override;
