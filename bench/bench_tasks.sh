@@ -10,7 +10,7 @@
 #   1. Reference: GET /v1/me through the same imagegate (wrk, BENCH_DURATION).
 #   2. Create throughput: wrk POSTs seed-002 task creates
 #      {"model":"gpt-image-2","prompt":"bench","callback_url":...} until it has BENCH_TASKS
-#      replies (a response() hook stops it; a few in-flight creates overshoot). Target: create
+#      replies (counted by a response() hook; a few in-flight creates overshoot). Target: create
 #      req/s >= 0.5x the GET /v1/me req/s.
 #   3. Drain: time from the first create until every task is final (the store is polled
 #      read-only), all succeeded, `ledger check` OK; peak RSS (VmHWM) over the whole run.
@@ -162,19 +162,31 @@ con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30)
 print(con.execute(sys.argv[2]).fetchone()[0])
 EOF
 }
-# wrk has no request count: a response() hook stops each wrk thread after its share of TASKS
-# replies (wrk then reports as usual). Counting in wrk, not by polling the database, keeps the
-# measurement free of other processes' CPU.
+# wrk has no request count: a response() hook touches a flag file once the thread has its share
+# of TASKS replies, and a shell loop then interrupts wrk (which reports as usual; a few in-flight
+# creates overshoot). Counting in wrk, not by polling the database, keeps other processes' CPU
+# out of the measurement.
+DONE_FLAG="$BENCH_TMP/creates.done"
 {
   printf 'local limit = %d\n' "$(((TASKS + THREADS - 1) / THREADS))"
+  printf 'local flag = "%s"\n' "$DONE_FLAG"
   cat <<'EOF'
 local seen = 0
 response = function(status, headers, body)
   seen = seen + 1
-  if seen >= limit then wrk.thread:stop() end
+  if seen == limit then
+    local f = io.open(flag, "w")
+    if f then f:close() end
+  end
 end
 EOF
 } >>"$CREATE_LUA"
+(
+  until [ -e "$DONE_FLAG" ]; do sleep 0.02; done
+  pkill -INT -f "$CREATE_LUA" 2>/dev/null || true
+) &
+STOPPER_PID=$!
+BENCH_PIDS+=("$STOPPER_PID")
 START_MS="$(date +%s%3N)"
 CPU0="$(cpu_ticks "$IG_PID")"
 run_wrk create -t"$THREADS" -c"$CONNS" -d600s -H "$AUTH" -s "$CREATE_LUA" \

@@ -1,18 +1,18 @@
 #include "app/app.h"
 
+#include <malloc.h>
 #include <spdlog/async.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <malloc.h>
 #include <sys/resource.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
@@ -24,35 +24,38 @@
 #include "accounts/authenticator.h"
 #include "accounts/password.h"
 #include "api/account_api.h"
-#include "app/batching_sink.h"
-#include "http/blocking_pool.h"
-#include "http/router.h"
-#include "http/server.h"
 #include "api/images_api.h"
 #include "api/task_views.h"
 #include "api/tasks_api.h"
 #include "api/upstream_callbacks_api.h"
-#include "jobs/job_runner.h"
-#include "jobs/webhook_dispatcher.h"
+#include "app/batching_sink.h"
 #include "blobs/local/local_blob_store.h"
 #include "blobs/signed_url.h"
+#include "blobs/tiered_blob_store.h"
+#include "http/blocking_pool.h"
+#include "http/router.h"
+#include "http/server.h"
 #include "jobs/catalog.h"
 #include "jobs/image_pipeline.h"
+#include "jobs/job_runner.h"
 #include "jobs/reference_loader.h"
+#include "jobs/webhook_dispatcher.h"
 #include "media/local_renderer.h"
 #include "net/curl_http_client.h"
-#include "providers/local/local_provider.h"
 #include "providers/kie/kie_provider.h"
+#include "providers/local/local_provider.h"
 #include "providers/openai/openai_provider.h"
-#include "providers/upstream_wakeups.h"
 #include "providers/provider_registry.h"
+#include "providers/upstream_wakeups.h"
+#include "store/sqlite/sqlite_blob_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace ig::app {
 
 namespace asio = boost::asio;
 
-Result<std::unique_ptr<store::Store>> open_store(const Settings& settings, const Clock& clock) {
+Result<std::unique_ptr<store::SqliteStore>> open_store(const Settings& settings,
+                                                       const Clock& clock) {
   std::error_code ec;
   std::filesystem::create_directories(settings.data_dir, ec);
   if (ec) {
@@ -66,7 +69,7 @@ Result<std::unique_ptr<store::Store>> open_store(const Settings& settings, const
     return fail(ErrorCode::kInternal,
                 "cannot open store '" + settings.store_path() + "': " + opened.error().message);
   }
-  return std::unique_ptr<store::Store>(std::move(*opened));
+  return std::move(*opened);
 }
 
 namespace {
@@ -118,8 +121,8 @@ Result<void> bootstrap(const Settings& settings, store::Store& store, Random& ra
             << "  First start: created the admin account and an API key.\n"
             << "    login:    " << user->email << "\n"
             << "    password: " << password << "\n"
-            << "    API key:  " << key.secret << "  (" << format_credits(settings.bootstrap.free_credits)
-            << " credits; shown only now)\n\n"
+            << "    API key:  " << key.secret << "  ("
+            << format_credits(settings.bootstrap.free_credits) << " credits; shown only now)\n\n"
             << "  Try it:\n"
             << "    curl -s " << base_url << "/v1/me -H 'Authorization: Bearer " << key.secret
             << "'\n\n"
@@ -194,8 +197,14 @@ int serve(const Settings& settings) {
     std::cerr << "imagegate: error: " << ok.error().message << std::endl;
     return 1;
   }
-  blobs::LocalBlobStore blob_store(settings.data_dir + "/blobs", random, clock);
-  (void)blob_store.remove_temp_files(std::chrono::seconds(60));
+  blobs::LocalBlobStore disk_blobs(settings.data_dir + "/blobs", random, clock);
+  (void)disk_blobs.remove_temp_files(std::chrono::seconds(60));
+  store::SqliteBlobStore database_blobs(**store, random, clock);
+  blobs::TieredBlobStore tiered_blobs(
+      database_blobs, disk_blobs, static_cast<std::size_t>(settings.store.blob_inline_max_bytes));
+  blobs::BlobStore& blob_store = settings.store.blob_inline_max_bytes > 0
+                                     ? static_cast<blobs::BlobStore&>(tiered_blobs)
+                                     : disk_blobs;
   auto signing_key = blobs::load_or_create_secret(settings.data_dir + "/url_signing.key", random);
   if (!signing_key) {
     std::cerr << "imagegate: error: " << signing_key.error().message << std::endl;
@@ -270,7 +279,8 @@ int serve(const Settings& settings) {
       channel.timeout_ms = p.task_timeout_ms;
       channel.proxy = p.proxy;
       for (const auto& [from, to] : p.text_to_image_models) channel.text_to_image_models[from] = to;
-      for (const auto& [from, to] : p.image_to_image_models) channel.image_to_image_models[from] = to;
+      for (const auto& [from, to] : p.image_to_image_models)
+        channel.image_to_image_models[from] = to;
       if (!p.allow_private_network) channel.address_policy = net::AddressPolicy{};
       const std::int64_t valid_for_s = p.task_timeout_ms / 1000 + 24 * 3600;
       channel.callback_url_for = [&signer, &public_base_url, &clock, name = p.name,
@@ -381,16 +391,16 @@ int serve(const Settings& settings) {
   // Resumed only now: a resumed job may need the public URL (upstream callbacks, input URLs).
   const jobs::RecoveryReport recovered = runner.recover(ioc.get_executor());
   if (recovered.requeued + recovered.resumed + recovered.failed > 0) {
-    log->warn("recovered unfinished jobs of the previous run: {} requeued, {} resumed, {} failed "
-              "and refunded",
-              recovered.requeued, recovered.resumed, recovered.failed);
+    log->warn(
+        "recovered unfinished jobs of the previous run: {} requeued, {} resumed, {} failed "
+        "and refunded",
+        recovered.requeued, recovered.resumed, recovered.failed);
   }
   runner.start_sweeper(ioc.get_executor());
   webhooks.start(ioc.get_executor());
   server.start();
   std::cout << "imagegate listening on http://" << settings.server.host << ":" << *port
-            << " (public URL " << base_url << ", data in " << settings.data_dir << ")"
-            << std::endl;
+            << " (public URL " << base_url << ", data in " << settings.data_dir << ")" << std::endl;
 
   asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
 

@@ -7,12 +7,14 @@
 #include "app/settings.h"
 #include "core/clock.h"
 #include "core/random.h"
+#include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
 
 namespace ig::app {
 
 // Opens the configured store backend (migrations applied).
-Result<std::unique_ptr<store::Store>> open_store(const Settings& settings, const Clock& clock);
+Result<std::unique_ptr<store::SqliteStore>> open_store(const Settings& settings,
+                                                       const Clock& clock);
 
 // `imagegate serve`: runs until SIGINT/SIGTERM. Returns the process exit code.
 int serve(const Settings& settings);

@@ -356,6 +356,7 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(store, "store", "busy_timeout_ms", s.store.busy_timeout_ms, std::pair<std::int64_t, std::int64_t>{0, 600'000});
   r.read(store, "store", "pool_size", s.store.pool_size, std::pair<std::int64_t, std::int64_t>{1, 64});
   r.read(store, "store", "synchronous", s.store.synchronous);
+  r.read(store, "store", "blob_inline_max_bytes", s.store.blob_inline_max_bytes, std::pair<std::int64_t, std::int64_t>{0, 64LL << 20});
 
   const auto& auth = section(root, "auth", r, errors);
   r.read(auth, "auth", "cache_ttl_ms", s.auth.cache_ttl_ms, std::pair<std::int64_t, std::int64_t>{0, 3'600'000});

@@ -22,6 +22,9 @@ struct StoreSettings {
   int busy_timeout_ms = 5'000;
   int pool_size = 4;
   std::string synchronous = "full";  // "full" | "normal" (see imagegate.example.toml)
+  // Result files up to this size are rows of the database, larger ones files under
+  // <data_dir>/blobs; 0 puts every blob on disk.
+  std::int64_t blob_inline_max_bytes = 1 << 20;
 };
 
 struct BootstrapSettings {

@@ -23,8 +23,11 @@
 
 #include "blobs/local/local_blob_store.h"
 #include "blobs/memory_blob_store.h"
+#include "blobs/tiered_blob_store.h"
 #include "core/clock.h"
 #include "core/random.h"
+#include "store/sqlite/sqlite_blob_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace ig::blobs {
 namespace {
@@ -152,6 +155,49 @@ class LocalBackend final : public Backend {
   LocalBlobStore store_;
 };
 
+std::unique_ptr<store::SqliteStore> open_sqlite(const fs::path& dir, const Clock& clock) {
+  auto opened = store::SqliteStore::open({.path = (dir / "imagegate.db").string()}, clock);
+  EXPECT_TRUE(opened.has_value()) << opened.error().message;
+  return opened ? std::move(*opened) : nullptr;
+}
+
+// Blobs as rows of the store's database.
+class SqliteBackend final : public Backend {
+ public:
+  SqliteBackend(Random& random, const Clock& clock)
+      : sqlite_(open_sqlite(dir_.path(), clock)), store_(*sqlite_, random, clock) {}
+  BlobStore& store() override { return store_; }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<store::SqliteStore> sqlite_;
+  store::SqliteBlobStore store_;
+};
+
+// The embedded setup: small blobs in the database, the rest on disk (64 KiB apart here, so the
+// suite's 256 KiB and 1 MiB blobs land on disk and the others in the database).
+class TieredBackend final : public Backend {
+ public:
+  TieredBackend(Random& random, const Clock& clock)
+      : sqlite_(open_sqlite(dir_.path(), clock)),
+        small_(*sqlite_, random, clock),
+        large_(dir_.path() / "blobs", random, clock),
+        store_(small_, large_, 64 * 1024) {}
+  BlobStore& store() override { return store_; }
+  std::size_t leftover_temp_files() const override {
+    std::error_code ec;
+    auto it = fs::directory_iterator(large_.root() / "tmp", ec);
+    return ec ? 0 : static_cast<std::size_t>(std::distance(it, fs::directory_iterator()));
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<store::SqliteStore> sqlite_;
+  store::SqliteBlobStore small_;
+  LocalBlobStore large_;
+  TieredBlobStore store_;
+};
+
 using BackendFactory = std::function<std::unique_ptr<Backend>(Random&, const Clock&)>;
 
 struct BackendCase {
@@ -167,6 +213,10 @@ std::vector<BackendCase> backend_cases() {
                     const Clock& clock) { return std::make_unique<MemoryBackend>(random, clock); }},
       {"local", [](Random& random,
                    const Clock& clock) { return std::make_unique<LocalBackend>(random, clock); }},
+      {"sqlite", [](Random& random,
+                    const Clock& clock) { return std::make_unique<SqliteBackend>(random, clock); }},
+      {"tiered", [](Random& random,
+                    const Clock& clock) { return std::make_unique<TieredBackend>(random, clock); }},
   };
 }
 
@@ -447,6 +497,27 @@ INSTANTIATE_TEST_SUITE_P(Backends, BlobStoreContractTest, testing::ValuesIn(back
                            return info.param.name;
                          });
 
+// --- TieredBlobStore routing ---
+
+TEST(TieredBlobStoreTest, PutsBySizeAndFindsBlobsInEitherTier) {
+  FakeClock clock;
+  SodiumRandom random;
+  MemoryBlobStore small(random, clock), large(random, clock);
+  TieredBlobStore tiered(small, large, 50);
+  auto a = tiered.put(std::string(50, 'a'), "image/png");
+  auto b = tiered.put(std::string(51, 'b'), "image/png");
+  ASSERT_TRUE(ok(a) && ok(b));
+  EXPECT_TRUE(ok(small.stat(a->id)));
+  EXPECT_FALSE(ok(large.stat(a->id)));
+  EXPECT_TRUE(ok(large.stat(b->id)));
+  EXPECT_FALSE(ok(small.stat(b->id)));
+  EXPECT_EQ(tiered.read(b->id, 50, 10).value_or(""), "b");
+  EXPECT_EQ(tiered.stat(a->id)->size, 50u);
+  EXPECT_TRUE(ok(tiered.remove(b->id)));
+  EXPECT_EQ(tiered.stat(b->id).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(tiered.remove(b->id).error().code, ErrorCode::kNotFound);
+}
+
 // --- LocalBlobStore on disk ---
 
 class LocalBlobStoreTest : public testing::Test {
@@ -582,7 +653,8 @@ TEST_F(LocalBlobStoreTest, CorruptOrMismatchedHeadersAreAnInternalError) {
   EXPECT_EQ(code(store.read(info->id, 0, 1)), "kInternal");
   write_file(path, "garbage");
   EXPECT_EQ(code(store.stat(info->id)), "kInternal");
-  write_file(path, "imagegate-blob 1\ncontent_type=image/png\nsize=0\netag=\"a\"\ncreated_at=1\n\n");
+  write_file(path,
+             "imagegate-blob 1\ncontent_type=image/png\nsize=0\netag=\"a\"\ncreated_at=1\n\n");
   EXPECT_EQ(code(store.stat(info->id)), "kInternal");  // another format version
   write_file(path, good);
   EXPECT_TRUE(ok(store.stat(info->id)));

@@ -1,22 +1,10 @@
 #include "blobs/memory_blob_store.h"
 
-#include <sodium.h>
-
 #include <algorithm>
 
+#include "blobs/content_etag.h"
+
 namespace ig::blobs {
-namespace {
-
-// Same format as LocalBlobStore: quoted first 16 bytes of SHA-256, as hex.
-std::string content_etag(std::string_view bytes) {
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  char hex[2 * 16 + 1];
-  sodium_bin2hex(hex, sizeof hex, digest, 16);
-  return "\"" + std::string(hex) + "\"";
-}
-
-}  // namespace
 
 Result<BlobInfo> MemoryBlobStore::put(std::string_view bytes, std::string_view content_type) {
   if (!is_valid_content_type(content_type)) {

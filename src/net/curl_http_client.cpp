@@ -21,6 +21,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <optional>
 #include <cstring>
 #include <functional>
 #include <unordered_map>
@@ -711,16 +712,45 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     if (!ec) arm(w);  // after an error curl decides (usually REMOVE); avoid a busy loop
   }
 
+  // curl moves its timer on nearly every call (0 ms after each new transfer), and each re-arm of
+  // an asio timer is a timerfd_settime system call: expensive in a VM, and it was a fifth of an
+  // IO thread's time under load. So "now" is a post, not a timer, and a deadline later than the
+  // armed one keeps the armed one: when it fires early it re-arms for what curl last asked
+  // (curl only calls back when its deadline changes, so that is remembered in wanted_).
   void on_timer_change(long timeout_ms) {
     if (timeout_ms < 0) {
-      timer_.cancel();
+      wanted_.reset();  // an armed wait stays; when it fires there is nothing to do
       return;
     }
-    timer_.expires_after(std::chrono::milliseconds(timeout_ms));
+    if (timeout_ms == 0) {
+      wanted_.reset();
+      asio::post(strand_, [self = shared_from_this()] { self->on_timeout(); });
+      return;
+    }
+    wanted_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    arm_timer();
+  }
+
+  void arm_timer() {
+    if (!wanted_ || (timer_armed_ && timer_.expiry() <= *wanted_)) return;
+    timer_armed_ = true;
+    timer_.expires_at(*wanted_);
     timer_.async_wait(
         asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec) {
-          if (!ec) self->on_timeout();
+          if (ec) return;  // re-armed or shut down
+          self->timer_armed_ = false;
+          self->on_timer_fired();
         }));
+  }
+
+  void on_timer_fired() {
+    if (!wanted_) return;
+    if (*wanted_ > std::chrono::steady_clock::now()) {
+      arm_timer();  // fired for an earlier deadline curl has since moved
+      return;
+    }
+    wanted_.reset();
+    on_timeout();
   }
 
   void on_timeout() {
@@ -746,6 +776,8 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
   asio::io_context& ioc_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer timer_;
+  bool timer_armed_ = false;  // a wait is pending on timer_ (strand only)
+  std::optional<std::chrono::steady_clock::time_point> wanted_;  // curl's deadline (strand only)
   CurlClientSettings settings_;
   CURLM* multi_ = nullptr;
   std::unordered_map<std::uint64_t, std::unique_ptr<Transfer>> transfers_;  // strand

@@ -2274,7 +2274,8 @@ TEST_F(SqliteStoreTest, MigratingAVersionTwoFileAddsJobs) {
   {
     // Roll the file back to what a version-2 binary left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.exec("DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE jobs; "
+    ASSERT_EQ(raw.exec("DROP TABLE blobs; DROP TABLE delivery_attempts; DROP TABLE deliveries; "
+                       "DROP TABLE jobs; "
                        "ALTER TABLE api_keys DROP COLUMN profile; "
                        "ALTER TABLE users DROP COLUMN webhook_secret; "
                        "DELETE FROM schema_migrations WHERE version >= 3"),
@@ -2317,7 +2318,7 @@ TEST_F(SqliteStoreTest, MigratingAVersionThreeFileAddsProfilesAndDeliveries) {
   {
     // Roll the file back to what a version-3 binary left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.exec("DROP TABLE delivery_attempts; DROP TABLE deliveries; "
+    ASSERT_EQ(raw.exec("DROP TABLE blobs; DROP TABLE delivery_attempts; DROP TABLE deliveries; "
                        "ALTER TABLE api_keys DROP COLUMN profile; "
                        "ALTER TABLE users DROP COLUMN webhook_secret; "
                        "DELETE FROM schema_migrations WHERE version >= 4"),

@@ -1,7 +1,6 @@
 #include "blobs/local/local_blob_store.h"
 
 #include <fcntl.h>
-#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "blobs/content_etag.h"
 #include "core/unique_fd.h"
 
 namespace ig::blobs {
@@ -47,14 +47,6 @@ class Cleanup {
  private:
   std::vector<fs::path> paths_;
 };
-
-std::string content_etag(std::string_view bytes) {
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  char hex[2 * 16 + 1];
-  sodium_bin2hex(hex, sizeof hex, digest, 16);
-  return "\"" + std::string(hex) + "\"";
-}
 
 // Creates `path` (which must not exist) holding `header` then `data`. Not synced: put() makes
 // it durable through the store's flush barrier.

@@ -186,6 +186,18 @@ CREATE TABLE delivery_attempts (
   PRIMARY KEY (delivery_id, number)
 ) STRICT, WITHOUT ROWID;
 )sql"},
+    {5, R"sql(
+-- Small result files (SqliteBlobStore): one row instead of one file, written by the same
+-- group commit as the jobs. `data` is last so reading the metadata skips its overflow pages.
+CREATE TABLE blobs (
+  id TEXT NOT NULL PRIMARY KEY CHECK (id <> ''),
+  content_type TEXT NOT NULL,
+  size INTEGER NOT NULL CHECK (size >= 0),
+  etag TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  data BLOB NOT NULL
+) STRICT;
+)sql"},
 };
 
 #define IG_USER_COLS "id, email, password_hash, is_admin, disabled, created_at, balance, reserved"
@@ -260,6 +272,11 @@ jobs::JobStatus job_status_from(std::string_view text) {
   // The schema's CHECK admits only the six spellings job_status_from_string knows.
   return jobs::job_status_from_string(text).value_or(jobs::JobStatus::kQueued);
 }
+
+// Binds as a BLOB (a plain string_view binds as TEXT).
+struct BlobParam {
+  std::string_view bytes;
+};
 
 // A cached prepared statement borrowed for one use; reset and unbound on destruction.
 class Stmt {
@@ -340,6 +357,12 @@ class Stmt {
     if (sqlite3_column_type(stmt_, col) == SQLITE_NULL) return std::nullopt;
     return sqlite3_column_int64(stmt_, col);
   }
+  std::string bytes(int col) {
+    const void* data = sqlite3_column_blob(stmt_, col);
+    int size = sqlite3_column_bytes(stmt_, col);
+    if (data == nullptr) return {};
+    return std::string(static_cast<const char*>(data), static_cast<std::size_t>(size));
+  }
   std::string text(int col) {
     const unsigned char* data = sqlite3_column_text(stmt_, col);
     int size = sqlite3_column_bytes(stmt_, col);
@@ -360,6 +383,9 @@ class Stmt {
       rc = sqlite3_bind_null(stmt_, index);
     } else if constexpr (std::is_same_v<T, std::optional<std::int64_t>>) {
       rc = value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index);
+    } else if constexpr (std::is_same_v<T, BlobParam>) {
+      rc = sqlite3_bind_blob64(stmt_, index, value.bytes.data(), value.bytes.size(),
+                               SQLITE_TRANSIENT);
     } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
       rc = value ? sqlite3_bind_text64(stmt_, index, value->data(), value->size(), SQLITE_TRANSIENT,
                                        SQLITE_UTF8)
@@ -2030,5 +2056,51 @@ StoreResult<Delivery> SqliteStore::replay_delivery(std::string_view delivery_id,
 #undef IG_JOB_COLS
 #undef IG_DELIVERY_COLS
 #undef IG_ATTEMPT_COLS
+
+// --- blobs (for SqliteBlobStore) ---
+
+StoreResult<void> SqliteStore::blob_insert(const BlobRow& row, std::string_view data) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    return c
+        .prepare(
+            "INSERT INTO blobs(id, content_type, size, etag, created_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(row.id, row.content_type, row.size, row.etag, row.created_at, BlobParam{data})
+        .run();
+  });
+}
+
+StoreResult<SqliteStore::BlobRow> SqliteStore::blob_find(std::string_view id) {
+  return read_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<BlobRow> {
+    auto row = c.prepare("SELECT id, content_type, size, etag, created_at FROM blobs WHERE id = ?")
+                   .bind(id)
+                   .one([](Stmt& r) {
+                     return BlobRow{r.text(0), r.text(1), r.i64(2), r.text(3), r.i64(4)};
+                   });
+    if (!row) return std::unexpected(row.error());
+    if (!*row) return err(StoreErrc::kNotFound, "no blob " + std::string(id));
+    return std::move(**row);
+  });
+}
+
+StoreResult<std::string> SqliteStore::blob_read(std::string_view id, std::int64_t offset,
+                                                std::int64_t length) {
+  return read_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<std::string> {
+    auto bytes = c.prepare("SELECT substr(data, ? + 1, ?) FROM blobs WHERE id = ?")
+                     .bind(offset, length, id)
+                     .one([](Stmt& r) { return r.bytes(0); });
+    if (!bytes) return std::unexpected(bytes.error());
+    if (!*bytes) return err(StoreErrc::kNotFound, "no blob " + std::string(id));
+    return std::move(**bytes);
+  });
+}
+
+StoreResult<bool> SqliteStore::blob_delete(std::string_view id) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<bool> {
+    auto deleted = c.prepare("DELETE FROM blobs WHERE id = ?").bind(id).run();
+    if (!deleted) return std::unexpected(deleted.error());
+    return c.changes() == 1;
+  });
+}
 
 }  // namespace ig::store

@@ -40,6 +40,8 @@ struct SqliteSettings {
   bool synchronous_full = true;  // false: synchronous=NORMAL (one fsync per checkpoint, not commit)
 };
 
+class SqliteBlobStore;
+
 class SqliteStore final : public Store {
  public:
   static StoreResult<std::unique_ptr<SqliteStore>> open(const SqliteSettings& settings,
@@ -106,6 +108,20 @@ class SqliteStore final : public Store {
   StoreResult<Delivery> replay_delivery(std::string_view delivery_id, std::int64_t now_ms) override;
 
  private:
+  friend class SqliteBlobStore;
+  struct BlobRow {
+    std::string id;
+    std::string content_type;
+    std::int64_t size = 0;
+    std::string etag;
+    std::int64_t created_at = 0;
+  };
+  StoreResult<void> blob_insert(const BlobRow& row, std::string_view data);
+  StoreResult<BlobRow> blob_find(std::string_view id);  // kNotFound if absent
+  // substr semantics: `length` bytes from `offset`, fewer at the end; kNotFound if absent.
+  StoreResult<std::string> blob_read(std::string_view id, std::int64_t offset, std::int64_t length);
+  StoreResult<bool> blob_delete(std::string_view id);  // false if absent
+
   SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock);
 
   std::unique_ptr<detail::SqlitePool> pool_;  // connections, statement caches, writer lock

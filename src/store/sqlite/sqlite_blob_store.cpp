@@ -1,0 +1,89 @@
+#include "store/sqlite/sqlite_blob_store.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "blobs/content_etag.h"
+
+namespace ig::store {
+namespace {
+
+std::unexpected<Error> not_found() { return fail(ErrorCode::kNotFound, "blob not found"); }
+
+std::unexpected<Error> internal(const StoreError& e) {
+  return fail(ErrorCode::kInternal, "blob store: " + e.message);
+}
+
+}  // namespace
+
+blobs::BlobInfo SqliteBlobStore::to_info(const SqliteStore::BlobRow& row) {
+  return blobs::BlobInfo{.id = row.id,
+                         .content_type = row.content_type,
+                         .size = static_cast<std::uint64_t>(row.size),
+                         .etag = row.etag,
+                         .created_at = row.created_at};
+}
+
+Result<blobs::BlobInfo> SqliteBlobStore::put(std::string_view bytes,
+                                             std::string_view content_type) {
+  if (!blobs::is_valid_content_type(content_type)) {
+    return fail(ErrorCode::kInvalidRequest, "invalid content type", "content_type");
+  }
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max() / 2)) {
+    return fail(ErrorCode::kInvalidRequest, "blob too large for the database tier");
+  }
+  SqliteStore::BlobRow row;
+  row.content_type = std::string(content_type);
+  row.size = static_cast<std::int64_t>(bytes.size());
+  row.etag = blobs::content_etag(bytes);
+  row.created_at = clock_.now_s();
+  for (int attempt = 0;; ++attempt) {
+    {
+      std::lock_guard lock(random_mu_);
+      row.id = random_.base62(blobs::kBlobIdLength);
+    }
+    auto inserted = store_.blob_insert(row, bytes);
+    if (inserted) break;
+    // A duplicate id (only a broken Random repeats 131 bits) draws again, a few times.
+    if (inserted.error().code != StoreErrc::kConflict || attempt >= 3) {
+      return internal(inserted.error());
+    }
+  }
+  return to_info(row);
+}
+
+Result<blobs::BlobInfo> SqliteBlobStore::stat(std::string_view id) {
+  if (!blobs::is_valid_blob_id(id)) return not_found();
+  auto row = store_.blob_find(id);
+  if (!row) return row.error().code == StoreErrc::kNotFound ? not_found() : internal(row.error());
+  return to_info(*row);
+}
+
+Result<std::string> SqliteBlobStore::read(std::string_view id, std::uint64_t offset,
+                                          std::uint64_t length) {
+  if (!blobs::is_valid_blob_id(id)) return not_found();
+  auto row = store_.blob_find(id);
+  if (!row) return row.error().code == StoreErrc::kNotFound ? not_found() : internal(row.error());
+  const auto size = static_cast<std::uint64_t>(row->size);
+  if (offset > size) {
+    return fail(ErrorCode::kInvalidRequest, "read offset past the end of the blob");
+  }
+  const std::uint64_t wanted = std::min(length, size - offset);
+  if (wanted == 0) return std::string();
+  auto bytes =
+      store_.blob_read(id, static_cast<std::int64_t>(offset), static_cast<std::int64_t>(wanted));
+  if (!bytes) {
+    return bytes.error().code == StoreErrc::kNotFound ? not_found() : internal(bytes.error());
+  }
+  return std::move(*bytes);
+}
+
+Result<void> SqliteBlobStore::remove(std::string_view id) {
+  if (!blobs::is_valid_blob_id(id)) return not_found();
+  auto deleted = store_.blob_delete(id);
+  if (!deleted) return internal(deleted.error());
+  if (!*deleted) return not_found();
+  return {};
+}
+
+}  // namespace ig::store
