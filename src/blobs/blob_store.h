@@ -73,6 +73,14 @@ class BlobStore {
   // kNotFound if absent. A read() racing remove() returns all the bytes it asked for or
   // kNotFound, never a torn result.
   virtual Result<void> remove(std::string_view id) = 0;
+
+  // True when a put of `size` bytes is only a write to the Store (SqliteBlobStore): it may then
+  // run inside Store::run_batched work, in the same transaction as the job it belongs to, and
+  // needs no blocking-pool thread. Default: false (files, network).
+  virtual bool put_joins_store_batch(std::uint64_t size) const {
+    (void)size;
+    return false;
+  }
 };
 
 }  // namespace ig::blobs

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -516,6 +517,31 @@ TEST(TieredBlobStoreTest, PutsBySizeAndFindsBlobsInEitherTier) {
   EXPECT_TRUE(ok(tiered.remove(b->id)));
   EXPECT_EQ(tiered.stat(b->id).error().code, ErrorCode::kNotFound);
   EXPECT_EQ(tiered.remove(b->id).error().code, ErrorCode::kNotFound);
+}
+
+TEST(SqliteBlobStoreTest, PutsJoinTheStoresBatchAndTheTierSaysWhichPutsCan) {
+  TempDir dir;
+  FakeClock clock;
+  SodiumRandom random;
+  auto sqlite = open_sqlite(dir.path(), clock);
+  ASSERT_NE(sqlite, nullptr);
+  store::SqliteBlobStore rows(*sqlite, random, clock);
+  MemoryBlobStore memory(random, clock);
+  TieredBlobStore tiered(rows, memory, 100);
+  EXPECT_TRUE(rows.put_joins_store_batch(1 << 30));
+  EXPECT_TRUE(tiered.put_joins_store_batch(100));
+  EXPECT_FALSE(tiered.put_joins_store_batch(101));
+  EXPECT_FALSE(memory.put_joins_store_batch(1));
+
+  // Inside batched work the put is part of the batch's transaction (on the writer thread).
+  Result<BlobInfo> put = fail(ErrorCode::kInternal, "not run");
+  std::promise<store::StoreResult<void>> durable;
+  sqlite->run_batched([&] { put = tiered.put("row bytes", "image/png"); },
+                      [&](store::StoreResult<void> r) { durable.set_value(r); });
+  ASSERT_TRUE(durable.get_future().get().has_value());
+  ASSERT_TRUE(ok(put));
+  EXPECT_EQ(rows.read(put->id, 0, 100).value_or(""), "row bytes");
+  EXPECT_FALSE(ok(memory.stat(put->id)));
 }
 
 // --- LocalBlobStore on disk ---

@@ -16,8 +16,12 @@ class TieredBlobStore final : public BlobStore {
       : small_(small), large_(large), small_max_bytes_(small_max_bytes) {}
 
   Result<BlobInfo> put(std::string_view bytes, std::string_view content_type) override {
-    BlobStore& tier = bytes.size() <= small_max_bytes_ ? small_ : large_;
+    BlobStore& tier = bytes.size() <= small_max_bytes_ ? small_ : large_;  // as above
     return tier.put(bytes, content_type);
+  }
+  bool put_joins_store_batch(std::uint64_t size) const override {
+    return size <= small_max_bytes_ ? small_.put_joins_store_batch(size)
+                                    : large_.put_joins_store_batch(size);
   }
   Result<BlobInfo> stat(std::string_view id) override {
     auto info = small_.stat(id);

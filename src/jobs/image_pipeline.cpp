@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/json.h"
@@ -453,52 +454,63 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
   outcome.size = job.size;
   outcome.quality = task.quality;
   outcome.usage = result->usage;
-  // The results are stored first (a pool round trip: files and a shared flush), since the URLs
-  // we hand out must work; then the job finishes and settles in the write lane, reading the
-  // balance for X-Credits-Remaining in the same transaction.
+  // Results are stored before the job succeeds: the URLs we hand out must work. Results that
+  // are rows of the store's database go into the very transaction that finishes and settles the
+  // job (the write lane: no pool thread, and the job and its images commit together); others
+  // (files) are stored first, on the pool. The balance for X-Credits-Remaining is read in the
+  // finishing transaction.
+  const bool puts_in_lane = std::all_of(
+      result->images.begin(), result->images.end(),
+      [this](const auto& img) { return blobs_.put_joins_store_batch(img.bytes.size()); });
   struct Stored {
-    std::vector<StoredImage> images;
+    std::vector<StoredImage> images;  // without bytes: those move in once it is all done
     std::string put_error;
   };
-  Stored done;
-  auto store_results = [this, &result, &done]() -> int {
-    for (auto& img : result->images) {
+  Stored stored;
+  auto put_results = [this, &result, &stored] {
+    stored = Stored{};
+    for (const auto& img : result->images) {
       auto info = blobs_.put(img.bytes, img.mime);
       if (!info) {
-        done.put_error = info.error().message;
-        break;
+        stored.put_error = info.error().message;
+        return;
       }
-      done.images.push_back(StoredImage{info->id, img.mime, img.width, img.height,
-                                        std::move(img.bytes), img.revised_prompt});
+      stored.images.push_back(
+          StoredImage{info->id, img.mime, img.width, img.height, {}, img.revised_prompt});
     }
-    return 0;
   };
-  (void)co_await pool_.run(store_results);
-  JobFinish finish;
-  finish.channel = channel_used;
-  if (!done.put_error.empty()) {
-    finish.status = JobStatus::kFailed;
-    finish.error_code = "internal_error";
-    finish.error_message = "storing the result failed: " + done.put_error;
-  } else {
-    std::optional<billing::TokenUsage> usage;
-    if (result->usage) {
-      usage =
-          billing::TokenUsage{result->usage->input_text_tokens, result->usage->input_image_tokens,
-                              result->usage->output_tokens, 0};
-    }
-    billing::PriceInput delivered = price_input;
-    delivered.n = static_cast<std::int64_t>(done.images.size());
-    auto charge = billing::settle_amount(model->price, delivered, usage);
-    finish.status = JobStatus::kSucceeded;
-    finish.charge = charge ? std::min(*charge, price) : price;
-    finish.result_json = result_json(done.images, result->usage);
+  if (!puts_in_lane) {
+    auto put_on_pool = [&put_results] {
+      put_results();
+      return 0;
+    };
+    (void)co_await pool_.run(put_on_pool);
+  }
+  std::optional<billing::TokenUsage> usage;
+  if (result->usage) {
+    usage = billing::TokenUsage{result->usage->input_text_tokens, result->usage->input_image_tokens,
+                                result->usage->output_tokens, 0};
   }
   struct Finished {
     Job job;
     std::optional<Micros> balance;
   };
-  auto finish_write = [this, &job_id, &finish]() -> store::StoreResult<Finished> {
+  auto finish_write = [&]() -> store::StoreResult<Finished> {
+    if (puts_in_lane) put_results();
+    JobFinish finish;
+    finish.channel = channel_used;
+    if (!stored.put_error.empty()) {
+      finish.status = JobStatus::kFailed;
+      finish.error_code = "internal_error";
+      finish.error_message = "storing the result failed: " + stored.put_error;
+    } else {
+      billing::PriceInput delivered = price_input;
+      delivered.n = static_cast<std::int64_t>(stored.images.size());
+      auto charge = billing::settle_amount(model->price, delivered, usage);
+      finish.status = JobStatus::kSucceeded;
+      finish.charge = charge ? std::min(*charge, price) : price;
+      finish.result_json = result_json(stored.images, result->usage);
+    }
     auto finished = store_.finish_job(job_id, finish);
     if (!finished) return std::unexpected(finished.error());
     Finished out{std::move(*finished), std::nullopt};
@@ -507,10 +519,10 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
   };
   auto finished = co_await batched_write(store_, finish_write);
   std::vector<std::string> unused;
-  if (!finished || !done.put_error.empty()) {
+  if (!finished || !stored.put_error.empty()) {
     // Failed to store, or someone else finished it first (a cancel, or the timeout sweep that
     // refunded it): that settlement stands, and these results were never handed out.
-    for (const auto& img : done.images) unused.push_back(img.blob_id);
+    for (const auto& img : stored.images) unused.push_back(img.blob_id);
     if (!finished && finished.error().code == store::StoreErrc::kAlreadyResolved) {
       spdlog::info("job {} finished upstream after it was already settled; result discarded",
                    job_id);
@@ -518,14 +530,17 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
   }
   if (job.async) unused.insert(unused.end(), job.input_blobs.begin(), job.input_blobs.end());
   co_await delete_blobs_async(unused);
-  if (!done.put_error.empty()) {
+  if (!stored.put_error.empty()) {
     co_return std::unexpected(
-        Error{ErrorCode::kInternal, "storing the result failed: " + done.put_error});
+        Error{ErrorCode::kInternal, "storing the result failed: " + stored.put_error});
   }
   if (!finished) co_return std::unexpected(store_error(finished.error()));
 
+  for (std::size_t i = 0; i < stored.images.size(); ++i) {
+    stored.images[i].bytes = std::move(result->images[i].bytes);  // for b64_json replies
+  }
   outcome.job = std::move(finished->job);
-  outcome.images = std::move(done.images);
+  outcome.images = std::move(stored.images);
   outcome.charged = outcome.job.charged;
   outcome.balance_after = finished->balance.value_or(0);
   co_return outcome;

@@ -26,6 +26,7 @@ class SqliteBlobStore final : public blobs::BlobStore {
   Result<std::string> read(std::string_view id, std::uint64_t offset,
                            std::uint64_t length) override;
   Result<void> remove(std::string_view id) override;
+  bool put_joins_store_batch(std::uint64_t) const override { return true; }
 
  private:
   static blobs::BlobInfo to_info(const SqliteStore::BlobRow& row);

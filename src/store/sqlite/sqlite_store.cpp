@@ -678,8 +678,11 @@ class SqlitePool {
   std::thread flusher_;
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  Batch queue_;            // guarded by queue_mu_
-  bool stopping_ = false;  // guarded by queue_mu_
+  Batch queue_;              // guarded by queue_mu_
+  bool stopping_ = false;    // guarded by queue_mu_
+  bool flush_busy_ = false;  // guarded by queue_mu_: the flusher is in fdatasync
+  // Writes queued beyond this run at once even while the flusher is busy.
+  static constexpr std::size_t kMaxDeferredWrites = 1024;
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;
   Batch flushing_;               // guarded by flush_mu_: committed, waiting for the flush
@@ -791,7 +794,13 @@ void SqlitePool::writer_loop() {
     Batch batch;
     {
       std::unique_lock lock(queue_mu_);
-      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // While the flusher syncs, what arrives can only be covered by the next sync anyway:
+      // committing it now or just before that sync gives the same latency, and waiting turns
+      // many small commits (each rewriting the same hot pages into the WAL) into one.
+      queue_cv_.wait(lock, [&] {
+        return stopping_ ||
+               (!queue_.empty() && (!flush_busy_ || queue_.size() >= kMaxDeferredWrites));
+      });
       if (queue_.empty()) return;  // stopping, and everything queued has been written
       batch.swap(queue_);
     }
@@ -816,7 +825,17 @@ void SqlitePool::flusher_loop() {
       if (flushing_.empty()) return;
       batch.swap(flushing_);
     }
-    if (auto flushed = flush_wal(); !flushed) {
+    {
+      std::lock_guard lock(queue_mu_);
+      flush_busy_ = true;
+    }
+    auto flushed = flush_wal();
+    {
+      std::lock_guard lock(queue_mu_);
+      flush_busy_ = false;
+    }
+    queue_cv_.notify_one();
+    if (!flushed) {
       // The commits are in the file but maybe not on the device, and after a failed fsync
       // Linux may drop the dirty pages: nothing can be promised any more (PostgreSQL panics on
       // this too). Restart recovery settles what was in flight.
@@ -1145,11 +1164,13 @@ StoreResult<Hold> resolve_hold(SqliteConnection& c, Hold hold, HoldState to, Mic
                     .run();
   if (!closed) return std::unexpected(closed.error());
   if (c.changes() != 1) return err(StoreErrc::kAlreadyResolved, "hold resolved concurrently");
-  auto balance = found(c.prepare("UPDATE users SET reserved = reserved - ?, balance = balance + ? "
-                                 "WHERE id = ? RETURNING balance")
-                           .bind(hold.amount, returned, hold.user_id)
-                           .one(read_i64),
-                       "user", hold.user_id);
+  auto updated = c.prepare(
+                      "UPDATE users SET reserved = reserved - ?, balance = balance + ? "
+                      "WHERE id = ?")
+                     .bind(hold.amount, returned, hold.user_id)
+                     .run();
+  if (!updated) return std::unexpected(updated.error());
+  auto balance = balance_of(c, hold.user_id);  // not RETURNING: see append_ledger
   if (!balance) return std::unexpected(balance.error());
   auto row = append_ledger(c, hold.user_id,
                            to == HoldState::kSettled ? LedgerKind::kSettle : LedgerKind::kRefund,
@@ -1822,30 +1843,39 @@ StoreResult<jobs::Job> SqliteStore::finish_job(std::string_view job_id,
                        charge, finish_note(job->id, finish, charge), now_ms / 1000);
       if (!resolved) return std::unexpected(resolved.error());
     }
-    auto finished =
+    auto updated =
         c.prepare(
              "UPDATE jobs SET status = ?, charged = ?, result_json = ?, "
              "error_code = ?, error_message = ?, channel = COALESCE(?, channel), "
              "finished_at_ms = ?, updated_at_ms = ? "
-             "WHERE id = ? AND status IN ('queued', 'running') RETURNING " IG_JOB_COLS)
+             "WHERE id = ? AND status IN ('queued', 'running')")
             .bind(jobs::to_string(finish.status), charge, finish.result_json, finish.error_code,
                   finish.error_message, finish.channel, now_ms, now_ms, job->id)
-            .one(read_job);
-    if (!finished) return std::unexpected(finished.error());
-    if (!*finished) return err(StoreErrc::kAlreadyResolved, "job finished concurrently");
-    if (!(*finished)->callback_url.empty()) {
+            .run();
+    if (!updated) return std::unexpected(updated.error());
+    if (c.changes() != 1) return err(StoreErrc::kAlreadyResolved, "job finished concurrently");
+    // The row as just written, from what was read above (not RETURNING: see append_ledger).
+    std::optional<jobs::Job> finished = std::move(*job);
+    finished->status = finish.status;
+    finished->charged = charge;
+    finished->result_json = finish.result_json;
+    finished->error_code = finish.error_code;
+    finished->error_message = finish.error_message;
+    if (finish.channel) finished->channel = *finish.channel;
+    finished->finished_at_ms = now_ms;
+    finished->updated_at_ms = now_ms;
+    if (!finished->callback_url.empty()) {
       // DO NOTHING: a stray row with this id (only a hand edit can make one) must not keep the
       // job, and its hold, from ever finishing.
-      auto queued =
-          c.prepare(
-               "INSERT INTO deliveries(id, job_id, user_id, url, next_attempt_at_ms, "
-               "created_at_ms) VALUES ('msg_' || ?1, ?1, ?2, ?3, ?4, ?4) "
-               "ON CONFLICT(id) DO NOTHING")
-              .bind((*finished)->id, (*finished)->user_id, (*finished)->callback_url, now_ms)
-              .run();
+      auto queued = c.prepare(
+                         "INSERT INTO deliveries(id, job_id, user_id, url, next_attempt_at_ms, "
+                         "created_at_ms) VALUES ('msg_' || ?1, ?1, ?2, ?3, ?4, ?4) "
+                         "ON CONFLICT(id) DO NOTHING")
+                        .bind(finished->id, finished->user_id, finished->callback_url, now_ms)
+                        .run();
       if (!queued) return std::unexpected(queued.error());
     }
-    return std::move(**finished);
+    return std::move(*finished);
   });
 }
 
