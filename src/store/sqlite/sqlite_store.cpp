@@ -499,6 +499,7 @@ class SqliteConnection {
 
   std::int64_t changes() const { return sqlite3_changes64(db_); }
   std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+  sqlite3* handle() const { return db_; }
 
   // Set whenever SQLite answered SQLITE_BUSY/LOCKED since the flag was last cleared.
   bool busy = false;
@@ -582,12 +583,18 @@ class SqlitePool {
   // not throughput. The WAL is append-only between checkpoints and a checkpoint syncs what it
   // copies, so a flush that starts after a COMMIT returned covers that COMMIT. Other processes
   // are still excluded by BEGIN IMMEDIATE.
-  void start_writer(std::unique_ptr<SqliteConnection> conn, std::string db_path, bool flush) {
+  // `checkpoint_conn` copies the WAL back into the database on its own thread (see wal_hook).
+  void start_writer(std::unique_ptr<SqliteConnection> conn,
+                    std::unique_ptr<SqliteConnection> checkpoint_conn, std::string db_path,
+                    bool flush) {
     writer_conn_ = std::move(conn);
+    checkpoint_conn_ = std::move(checkpoint_conn);
     db_path_ = std::move(db_path);
     flush_ = flush;
+    sqlite3_wal_hook(writer_conn_->handle(), &SqlitePool::wal_hook, this);
     writer_ = std::thread([this] { writer_loop(); });
     if (flush_) flusher_ = std::thread([this] { flusher_loop(); });
+    checkpointer_ = std::thread([this] { checkpointer_loop(); });
   }
 
   ~SqlitePool() { stop_writer(); }
@@ -606,6 +613,12 @@ class SqlitePool {
     }
     flush_cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
   }
 
   // Queues `op`; it completes (fail?, then durable) on the writer or flusher thread.
@@ -671,7 +684,49 @@ class SqlitePool {
     }
   }
 
+  // Replaces SQLite's auto-checkpoint on the writer connection (same threshold): a checkpoint
+  // copies every page of the WAL into the database and syncs both, which is heavy, and the
+  // writer thread is the store's one serial path. So the checkpointer thread does it (PASSIVE:
+  // the writer goes on meanwhile), and the writer only checkpoints itself when the WAL has
+  // grown far past the threshold because the checkpointer cannot keep up, as a bound.
+  static int wal_hook(void* self, sqlite3* db, const char*, int pages) {
+    if (pages >= kInlineCheckpointPages) {
+      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    } else if (pages >= kCheckpointPages) {
+      static_cast<SqlitePool*>(self)->request_checkpoint();
+    }
+    return SQLITE_OK;
+  }
+  void request_checkpoint() {
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      if (checkpoint_wanted_) return;
+      checkpoint_wanted_ = true;
+    }
+    checkpoint_cv_.notify_one();
+  }
+  void checkpointer_loop() {
+    for (;;) {
+      {
+        std::unique_lock lock(checkpoint_mu_);
+        checkpoint_cv_.wait(lock, [&] { return checkpoint_stopping_ || checkpoint_wanted_; });
+        if (checkpoint_stopping_) return;
+        checkpoint_wanted_ = false;
+      }
+      sqlite3_wal_checkpoint_v2(checkpoint_conn_->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                nullptr, nullptr);
+    }
+  }
+  static constexpr int kCheckpointPages = 1000;         // SQLite's default auto-checkpoint
+  static constexpr int kInlineCheckpointPages = 16000;  // ~64 MB of WAL
+
   std::unique_ptr<SqliteConnection> writer_conn_;
+  std::unique_ptr<SqliteConnection> checkpoint_conn_;
+  std::thread checkpointer_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;    // guarded by checkpoint_mu_
+  bool checkpoint_stopping_ = false;  // guarded by checkpoint_mu_
   std::string db_path_;
   bool flush_ = false;
   std::thread writer_;
@@ -681,8 +736,9 @@ class SqlitePool {
   Batch queue_;              // guarded by queue_mu_
   bool stopping_ = false;    // guarded by queue_mu_
   bool flush_busy_ = false;  // guarded by queue_mu_: the flusher is in fdatasync
-  // Writes queued beyond this run at once even while the flusher is busy.
-  static constexpr std::size_t kMaxDeferredWrites = 1024;
+  // A queue this long runs at once even while the flusher is busy: the writer is then the
+  // bottleneck, and idling through the sync would only cost throughput.
+  static constexpr std::size_t kMaxDeferredWrites = 64;
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;
   Batch flushing_;               // guarded by flush_mu_: committed, waiting for the flush
@@ -1260,7 +1316,10 @@ StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings
     if (auto normal = (*writer)->exec("PRAGMA synchronous=NORMAL"); !normal) {
       return std::unexpected(normal.error());
     }
-    pool->start_writer(std::move(*writer), settings.path, settings.synchronous_full);
+    auto checkpointer = SqliteConnection::open(settings);
+    if (!checkpointer) return std::unexpected(checkpointer.error());
+    pool->start_writer(std::move(*writer), std::move(*checkpointer), settings.path,
+                       settings.synchronous_full);
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(pool), clock));
   } catch (const std::exception& e) {
     return err(StoreErrc::kUnavailable, std::string("opening sqlite store: ") + e.what());
