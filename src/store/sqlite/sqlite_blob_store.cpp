@@ -62,20 +62,17 @@ Result<blobs::BlobInfo> SqliteBlobStore::stat(std::string_view id) {
 Result<std::string> SqliteBlobStore::read(std::string_view id, std::uint64_t offset,
                                           std::uint64_t length) {
   if (!blobs::is_valid_blob_id(id)) return not_found();
-  auto row = store_.blob_find(id);
-  if (!row) return row.error().code == StoreErrc::kNotFound ? not_found() : internal(row.error());
-  const auto size = static_cast<std::uint64_t>(row->size);
-  if (offset > size) {
+  // Rows hold small blobs: clamping to int32 for SQLite's substr changes no answer.
+  constexpr std::uint64_t kMax = std::numeric_limits<std::int32_t>::max();
+  auto slice = store_.blob_read(id, static_cast<std::int64_t>(std::min(offset, kMax)),
+                                static_cast<std::int64_t>(std::min(length, kMax)));
+  if (!slice) {
+    return slice.error().code == StoreErrc::kNotFound ? not_found() : internal(slice.error());
+  }
+  if (offset > static_cast<std::uint64_t>(slice->size)) {
     return fail(ErrorCode::kInvalidRequest, "read offset past the end of the blob");
   }
-  const std::uint64_t wanted = std::min(length, size - offset);
-  if (wanted == 0) return std::string();
-  auto bytes =
-      store_.blob_read(id, static_cast<std::int64_t>(offset), static_cast<std::int64_t>(wanted));
-  if (!bytes) {
-    return bytes.error().code == StoreErrc::kNotFound ? not_found() : internal(bytes.error());
-  }
-  return std::move(*bytes);
+  return std::move(slice->bytes);
 }
 
 Result<void> SqliteBlobStore::remove(std::string_view id) {

@@ -829,10 +829,9 @@ bool SqlitePool::run_batch(const Batch& batch) {
     }
     tl_batch_conn = nullptr;
     if (!error) {
-      if (auto committed = conn.run_cached("COMMIT"); committed)
-        return true;
-      else
-        error = committed.error();
+      auto committed = conn.run_cached("COMMIT");
+      if (committed) return true;
+      error = committed.error();
     }
     conn.rollback();
     if (!conn.busy) return fail_all(*error);
@@ -2172,15 +2171,17 @@ StoreResult<SqliteStore::BlobRow> SqliteStore::blob_find(std::string_view id) {
   });
 }
 
-StoreResult<std::string> SqliteStore::blob_read(std::string_view id, std::int64_t offset,
-                                                std::int64_t length) {
-  return read_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<std::string> {
-    auto bytes = c.prepare("SELECT substr(data, ? + 1, ?) FROM blobs WHERE id = ?")
+StoreResult<SqliteStore::BlobSlice> SqliteStore::blob_read(std::string_view id, std::int64_t offset,
+                                                           std::int64_t length) {
+  return read_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<BlobSlice> {
+    auto slice = c.prepare("SELECT size, substr(data, ? + 1, ?) FROM blobs WHERE id = ?")
                      .bind(offset, length, id)
-                     .one([](Stmt& r) { return r.bytes(0); });
-    if (!bytes) return std::unexpected(bytes.error());
-    if (!*bytes) return err(StoreErrc::kNotFound, "no blob " + std::string(id));
-    return std::move(**bytes);
+                     .one([](Stmt& r) {
+                       return BlobSlice{r.i64(0), r.bytes(1)};
+                     });
+    if (!slice) return std::unexpected(slice.error());
+    if (!*slice) return err(StoreErrc::kNotFound, "no blob " + std::string(id));
+    return std::move(**slice);
   });
 }
 

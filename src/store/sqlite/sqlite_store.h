@@ -118,8 +118,12 @@ class SqliteStore final : public Store {
   };
   StoreResult<void> blob_insert(const BlobRow& row, std::string_view data);
   StoreResult<BlobRow> blob_find(std::string_view id);  // kNotFound if absent
-  // substr semantics: `length` bytes from `offset`, fewer at the end; kNotFound if absent.
-  StoreResult<std::string> blob_read(std::string_view id, std::int64_t offset, std::int64_t length);
+  struct BlobSlice {
+    std::int64_t size = 0;  // of the whole blob
+    std::string bytes;      // `length` bytes from `offset`, fewer at the end
+  };
+  // One read for the size and the bytes; kNotFound if absent.
+  StoreResult<BlobSlice> blob_read(std::string_view id, std::int64_t offset, std::int64_t length);
   StoreResult<bool> blob_delete(std::string_view id);  // false if absent
 
   SqliteStore(std::unique_ptr<detail::SqlitePool> pool, const Clock& clock);
