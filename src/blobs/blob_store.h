@@ -8,7 +8,7 @@
 //    returns, no reader sees the blob; afterwards every reader sees all of it. A failed put()
 //    leaves nothing visible behind.
 //  - Blobs are immutable: an id never names different bytes. `etag` is a strong validator
-//    derived from the content, already quoted for the ETag header (`"<32 hex>"`).
+//    derived from the id (blob_etag), already quoted for the ETag header (`"<32 hex>"`).
 //  - Ids come from untrusted URLs: every method checks is_valid_blob_id() before touching its
 //    backend, and an invalid id is simply absent (kNotFound), exactly like an unknown one.
 //  - content_type must pass is_valid_content_type() (it ends up in a response header), else

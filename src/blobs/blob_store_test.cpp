@@ -3,6 +3,7 @@
 // on-disk promises: layout, persistence, crash leftovers, path traversal.
 
 #include "blobs/blob_store.h"
+#include "blobs/blob_etag.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -305,13 +306,16 @@ TEST_P(BlobStoreContractTest, StoresEmptyAndLargeBlobs) {
   EXPECT_EQ(chunked, big);
 }
 
-TEST_P(BlobStoreContractTest, EtagIsAQuotedStrongValidatorOfTheContent) {
+TEST_P(BlobStoreContractTest, EtagIsAQuotedStrongValidatorOfTheBlob) {
   BlobInfo a = put("same bytes");
   BlobInfo b = put("same bytes", "image/jpeg");
   BlobInfo c = put("other bytes");
   EXPECT_NE(a.id, b.id);
-  EXPECT_EQ(a.etag, b.etag);
+  // One tag per blob, never shared: an id (and so its tag) never names other bytes.
+  EXPECT_NE(a.etag, b.etag);
   EXPECT_NE(a.etag, c.etag);
+  EXPECT_EQ(a.etag, blob_etag(a.id));
+  EXPECT_EQ(a.etag.find(a.id), std::string::npos);  // the tag does not reveal the id
   ASSERT_GE(a.etag.size(), 18u);  // at least 64 bits of hash
   EXPECT_EQ(a.etag.front(), '"');
   EXPECT_EQ(a.etag.back(), '"');

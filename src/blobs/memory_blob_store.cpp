@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "blobs/content_etag.h"
+#include "blobs/blob_etag.h"
 
 namespace ig::blobs {
 
@@ -13,12 +13,12 @@ Result<BlobInfo> MemoryBlobStore::put(std::string_view bytes, std::string_view c
   auto data = std::make_shared<const std::string>(bytes);
   BlobInfo info{.content_type = std::string(content_type),
                 .size = bytes.size(),
-                .etag = content_etag(bytes),
                 .created_at = clock_.now_s()};
   std::lock_guard lock(mu_);
   do {
     info.id = random_.base62(kBlobIdLength);
   } while (blobs_.contains(info.id));
+  info.etag = blob_etag(info.id);
   blobs_.emplace(info.id, Entry{info, std::move(data)});
   return info;
 }

@@ -2338,6 +2338,77 @@ TEST_F(SqliteStoreTest, MigratingAVersionThreeFileAddsProfilesAndDeliveries) {
             SqliteStore::latest_schema_version());
 }
 
+TEST_F(SqliteStoreTest, ChecksUseNoInListsAndStillRefuseBadValues) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({.email = "checks@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "seed")));
+  ASSERT_TRUE(ok(store->create_job({.id = "job_c",
+                                    .user_id = user->id,
+                                    .callback_url = "https://example.com/hook",
+                                    .reserve = credits(2)})));
+  ASSERT_TRUE(ok(store->finish_job("job_c", {.status = JobStatus::kFailed})));
+
+  RawDb raw(path_);
+  // An IN list of three or more constants in a CHECK costs an ephemeral index per write.
+  EXPECT_EQ(raw.last_column("SELECT name FROM sqlite_schema WHERE type = 'table' AND "
+                            "sql LIKE '%CHECK (%IN (''%'"),
+            "");
+  auto refused = [&](const std::string& sql) {
+    return (raw.exec(sql) & 0xff) == SQLITE_CONSTRAINT;
+  };
+  EXPECT_TRUE(refused("UPDATE holds SET state = 'lost'"));
+  EXPECT_TRUE(refused("UPDATE ledger SET kind = 'gift' WHERE kind = 'grant'"));
+  EXPECT_TRUE(refused("UPDATE ledger SET kind = 'grant' WHERE kind = 'refund'"));  // has a hold
+  EXPECT_TRUE(refused("UPDATE ledger SET kind = 'reserve', hold_id = NULL WHERE kind = 'grant'"));
+  EXPECT_TRUE(refused("UPDATE jobs SET status = 'expired', finished_at_ms = NULL"));
+  EXPECT_TRUE(refused("UPDATE deliveries SET state = 'maybe'"));
+  EXPECT_EQ(raw.exec("UPDATE deliveries SET state = 'failed'"), SQLITE_OK);
+  EXPECT_EQ(raw.last_column("PRAGMA integrity_check"), "ok\n");
+  expect_clean_ledger(*store);
+}
+
+TEST_F(SqliteStoreTest, MigratingAVersionFiveFileRewritesItsChecks) {
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+  }
+  {
+    // Put back migration 1's IN-list CHECK on holds, as a version-5 binary left it.
+    RawDb raw(path_);
+    std::int64_t version = raw.integer("PRAGMA schema_version");
+    ASSERT_EQ(raw.exec("PRAGMA writable_schema = ON; "
+                       "UPDATE sqlite_schema SET sql = replace(sql, "
+                       "'CHECK (state = ''open'' OR state = ''settled'' OR state = ''refunded'')', "
+                       "'CHECK (state IN (''open'', ''settled'', ''refunded''))') "
+                       "WHERE name = 'holds'; "
+                       "PRAGMA schema_version = " +
+                       std::to_string(version + 1) +
+                       "; PRAGMA writable_schema = OFF; "
+                       "DELETE FROM schema_migrations WHERE version >= 6"),
+              SQLITE_OK);
+    EXPECT_NE(raw.last_column("SELECT sql FROM sqlite_schema WHERE name = 'holds'")
+                  .find("state IN ('open'"),
+              std::string::npos);
+  }
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"),
+            SqliteStore::latest_schema_version());
+  std::string holds = raw.last_column("SELECT sql FROM sqlite_schema WHERE name = 'holds'");
+  EXPECT_EQ(holds.find(" IN ("), std::string::npos) << holds;
+  EXPECT_NE(holds.find("state = 'open' OR state = 'settled'"), std::string::npos) << holds;
+  EXPECT_EQ(raw.last_column("PRAGMA integrity_check"), "ok\n");
+  auto user = store->create_user({.email = "v5@example.com", .password_hash = "h"});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(1), "seed")));
+  ASSERT_TRUE(ok(store->create_job({.id = "job_v5", .user_id = user->id, .reserve = credits(1)})));
+  EXPECT_EQ((raw.exec("UPDATE holds SET state = 'lost'") & 0xff), SQLITE_CONSTRAINT);
+  expect_clean_ledger(*store);
+}
+
 TEST_F(SqliteStoreTest, TheDueClaimReadsOnlyThePendingIndex) {
   auto store = open_store(1);
   ASSERT_TRUE(store);

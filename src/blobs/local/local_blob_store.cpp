@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "blobs/content_etag.h"
+#include "blobs/blob_etag.h"
 #include "core/unique_fd.h"
 
 namespace ig::blobs {
@@ -225,7 +225,6 @@ Result<BlobInfo> LocalBlobStore::put(std::string_view bytes, std::string_view co
   }
   BlobInfo info{.content_type = std::string(content_type),
                 .size = bytes.size(),
-                .etag = content_etag(bytes),
                 .created_at = clock_.now_s()};
   std::string tmp_name;
   {
@@ -233,6 +232,7 @@ Result<BlobInfo> LocalBlobStore::put(std::string_view bytes, std::string_view co
     info.id = random_.base62(kBlobIdLength);
     tmp_name = random_.hex(16);
   }
+  info.etag = blob_etag(info.id);
   const fs::path dir = fanout_dir(info.id);
   if (auto made = ensure_dirs(dir); !made) return std::unexpected(made.error());
 

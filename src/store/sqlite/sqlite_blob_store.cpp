@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "blobs/content_etag.h"
+#include "blobs/blob_etag.h"
 
 namespace ig::store {
 namespace {
@@ -35,13 +35,13 @@ Result<blobs::BlobInfo> SqliteBlobStore::put(std::string_view bytes,
   SqliteStore::BlobRow row;
   row.content_type = std::string(content_type);
   row.size = static_cast<std::int64_t>(bytes.size());
-  row.etag = blobs::content_etag(bytes);
   row.created_at = clock_.now_s();
   for (int attempt = 0;; ++attempt) {
     {
       std::lock_guard lock(random_mu_);
       row.id = random_.base62(blobs::kBlobIdLength);
     }
+    row.etag = blobs::blob_etag(row.id);
     auto inserted = store_.blob_insert(row, bytes);
     if (inserted) break;
     // A duplicate id (only a broken Random repeats 131 bits) draws again, a few times.
