@@ -4,7 +4,8 @@
 //
 // Promises every implementation keeps (and blob_store_test checks):
 //  - put() stores the bytes under a fresh id of kBlobIdLength base62 characters drawn from the
-//    injected Random (~131 bits: unguessable with a CSPRNG), and is atomic: until put()
+//    injected Random (~131 bits: unguessable with a CSPRNG), which a backend may prefix with
+//    time_prefix() (SqliteBlobStore does, for its index), and is atomic: until put()
 //    returns, no reader sees the blob; afterwards every reader sees all of it. A failed put()
 //    leaves nothing visible behind.
 //  - Blobs are immutable: an id never names different bytes. `etag` is a strong validator

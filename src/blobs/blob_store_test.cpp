@@ -244,7 +244,9 @@ class BlobStoreContractTest : public testing::TestWithParam<BackendCase> {
 TEST_P(BlobStoreContractTest, PutThenStatAndReadBack) {
   const std::string bytes = binary_bytes(10'000);
   BlobInfo info = put(bytes, "image/webp");
-  EXPECT_EQ(info.id.size(), kBlobIdLength);
+  EXPECT_TRUE(info.id.size() == kBlobIdLength || info.id.size() == kBlobIdLength + kTimePrefixLength)
+      << info.id;
+  EXPECT_TRUE(is_valid_blob_id(info.id)) << info.id;
   EXPECT_TRUE(is_base62(info.id)) << info.id;
   EXPECT_EQ(info.content_type, "image/webp");
   EXPECT_EQ(info.size, bytes.size());
@@ -541,11 +543,30 @@ TEST(SqliteBlobStoreTest, PutsJoinTheStoresBatchAndTheTierSaysWhichPutsCan) {
   Result<BlobInfo> put = fail(ErrorCode::kInternal, "not run");
   std::promise<store::StoreResult<void>> durable;
   sqlite->run_batched([&] { put = tiered.put("row bytes", "image/png"); },
-                      [&](store::StoreResult<void> r) { durable.set_value(r); });
+                      [&](store::StoreResult<void> r) { durable.set_value(r); },
+                      store::Store::Durability::kDurable);
   ASSERT_TRUE(durable.get_future().get().has_value());
   ASSERT_TRUE(ok(put));
   EXPECT_EQ(rows.read(put->id, 0, 100).value_or(""), "row bytes");
   EXPECT_FALSE(ok(memory.stat(put->id)));
+}
+
+TEST(SqliteBlobStoreTest, IdsSortByCreationTime) {
+  TempDir dir;
+  FakeClock clock;
+  SodiumRandom random;
+  auto sqlite = open_sqlite(dir.path(), clock);
+  ASSERT_NE(sqlite, nullptr);
+  store::SqliteBlobStore rows(*sqlite, random, clock);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto put = rows.put("x", "image/png");
+    ASSERT_TRUE(ok(put));
+    EXPECT_EQ(put->id.substr(0, kTimePrefixLength), time_prefix(clock.now_ms()));
+    ids.push_back(put->id);
+    clock.advance_ms(1);
+  }
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
 }
 
 // --- LocalBlobStore on disk ---

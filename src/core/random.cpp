@@ -24,6 +24,15 @@ std::string Random::base62(std::size_t length) {
   return out;
 }
 
+std::string time_prefix(std::int64_t unix_ms) {
+  static constexpr char kDigits[] =
+      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::uint64_t t = static_cast<std::uint64_t>(std::max<std::int64_t>(unix_ms, 0));
+  std::string out(kTimePrefixLength, '0');
+  for (std::size_t i = out.size(); i > 0 && t > 0; --i, t /= 62) out[i - 1] = kDigits[t % 62];
+  return out;
+}
+
 std::string Random::hex(std::size_t bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string raw(bytes, '\0');

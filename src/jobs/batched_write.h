@@ -1,8 +1,8 @@
 #pragma once
 // batched_write: awaits Store::run_batched from a coroutine. The work runs in the store's write
 // lane (for SQLite: on the writer thread, inside the next group commit), and the coroutine
-// resumes on its own executor once the work's writes are durable, without holding a
-// blocking-pool thread for the wait.
+// resumes on its own executor once the work's writes are durable (or only committed, see
+// Store::Durability), without holding a blocking-pool thread for the wait.
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -21,9 +21,11 @@ namespace ig::jobs {
 // `work` returns a StoreResult<T> and only calls `store`. Taken by lvalue reference for the
 // same GCC 12 reason as BlockingPool::run: name the lambda before co_await-ing.
 template <class F, class R = std::invoke_result_t<F&>>
-boost::asio::awaitable<R> batched_write(store::Store& store, F& work) {
+boost::asio::awaitable<R> batched_write(
+    store::Store& store, F& work,
+    store::Store::Durability when = store::Store::Durability::kDurable) {
   co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(R)>(
-      [&store, &work](auto handler) {
+      [&store, &work, when](auto handler) {
         using Handler = decltype(handler);
         struct State {
           explicit State(Handler h)
@@ -48,7 +50,8 @@ boost::asio::awaitable<R> batched_write(store::Store& store, F& work) {
                 state->guard.reset();
                 std::move(state->handler)(std::move(result));
               });
-            });
+            },
+            when);
       },
       boost::asio::use_awaitable);
 }

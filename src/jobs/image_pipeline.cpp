@@ -165,11 +165,7 @@ std::string ImagePipeline::new_job_id() {
   // 8 base62 digits of the creation time in ms (fixed width, so ids sort by creation time and
   // new rows land at the right edge of the primary-key index instead of on a random page), then
   // 24 random ones (~143 bits: unguessable, the ids appear in public URLs).
-  static constexpr char kDigits[] =
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-  std::uint64_t t = static_cast<std::uint64_t>(std::max<std::int64_t>(clock_.now_ms(), 0));
-  std::string id = "img_00000000";
-  for (std::size_t i = id.size(); i > 4 && t > 0; --i, t /= 62) id[i - 1] = kDigits[t % 62];
+  std::string id = "img_" + time_prefix(clock_.now_ms());
   std::lock_guard lock(random_mu_);
   return id + random_.base62(24);
 }
@@ -271,8 +267,9 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   json::object params = params_object(request, *size);
   if (!caller.async) {
     new_job.params_json = to_json_text(params);
+    // Committed is enough: the caller hears of this job only after its durable finish.
     auto create = [this, &new_job] { return store_.create_job(new_job); };
-    auto created = co_await batched_write(store_, create);
+    auto created = co_await batched_write(store_, create, store::Store::Durability::kCommitted);
     if (!created) co_return std::unexpected(store_error(created.error()));
     co_return prepared;
   }

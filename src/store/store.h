@@ -304,13 +304,22 @@ class Store {
   // --- the batched write lane (the request path's writes, without a blocking-pool thread) ---
   using BatchedWork = std::function<void()>;
   using BatchedDone = std::function<void(StoreResult<void>)>;
+  // When run_batched calls `done`:
+  //  - kDurable: once every write `work` made is durable (survives a crash or power loss);
+  //  - kCommitted: once they are committed and visible to every reader, maybe before they are
+  //    durable. Only for writes nobody outside this process learns of before a later durable
+  //    write covers them (a store makes its writes durable in commit order): a sync job's
+  //    reservation, whose caller hears back only after the job's durable finish. A crash in
+  //    between loses both, or restart recovery settles the job.
+  enum class Durability { kDurable, kCommitted };
   // Runs `work`, which calls this store's methods, where its writes are cheapest to make
-  // durable, then `done` once every write `work` made is durable. `done` gets an error when they
-  // could not be committed or made durable; `work`'s own results then do not hold. `work` may
-  // run more than once (a busy retry) and must only call this store; neither may block on
-  // anything else, and either may run on any thread. SqliteStore runs `work` on its writer
-  // thread inside the next group commit; the default runs both at once on the calling thread.
-  virtual void run_batched(BatchedWork work, BatchedDone done) {
+  // durable, then `done` as `when` says. `done` gets an error when they could not be committed
+  // or made durable; `work`'s own results then do not hold. `work` may run more than once (a
+  // busy retry) and must only call this store; neither may block on anything else, and either
+  // may run on any thread. SqliteStore runs `work` on its writer thread inside the next group
+  // commit; the default runs both at once on the calling thread.
+  virtual void run_batched(BatchedWork work, BatchedDone done, Durability when) {
+    (void)when;
     work();
     done({});
   }

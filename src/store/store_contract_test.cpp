@@ -943,10 +943,12 @@ TEST_P(StoreContractTest, NoOverdraftUnderConcurrentReserves) {
 // --- the batched write lane ---
 
 // Runs `work` through run_batched and waits for `done` (it may come from another thread).
-StoreResult<void> run_batched_and_wait(Store& store, std::function<void()> work) {
+StoreResult<void> run_batched_and_wait(Store& store, std::function<void()> work,
+                                       Store::Durability when = Store::Durability::kDurable) {
   std::promise<StoreResult<void>> durable;
   auto finished = durable.get_future();
-  store.run_batched(std::move(work), [&durable](StoreResult<void> r) { durable.set_value(r); });
+  store.run_batched(
+      std::move(work), [&durable](StoreResult<void> r) { durable.set_value(r); }, when);
   return finished.get();
 }
 
@@ -967,6 +969,33 @@ TEST_P(StoreContractTest, BatchedWorkWritesReadsItsOwnWritesAndIsDurableWhenDone
   auto found = store().find_job("job_lane");
   ASSERT_TRUE(ok(found));
   EXPECT_EQ(found->hold_id, created->hold_id);
+}
+
+TEST_P(StoreContractTest, CommittedBatchedWorkIsVisibleAndADurableWriteCoversIt) {
+  User user = funded_user("lane-committed@example.com", credits(10));
+  StoreResult<jobs::Job> created = std::unexpected(StoreError{});
+  auto committed = run_batched_and_wait(
+      store(), [&] { created = store().create_job(new_job("job_committed", user.id, credits(4))); },
+      Store::Durability::kCommitted);
+  ASSERT_TRUE(ok(committed));
+  ASSERT_TRUE(ok(created));
+  // Visible to every reader at once, from any thread.
+  auto seen = std::async(std::launch::async, [&] { return store().find_job("job_committed"); });
+  ASSERT_TRUE(ok(seen.get()));
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(6));
+  // A later durable write (the job's finish) is made durable with everything committed before.
+  StoreResult<jobs::Job> finished = std::unexpected(StoreError{});
+  auto durable = run_batched_and_wait(store(), [&] {
+    finished = store().finish_job("job_committed",
+                                  {.status = JobStatus::kSucceeded, .charge = credits(4)});
+  });
+  ASSERT_TRUE(ok(durable));
+  ASSERT_TRUE(ok(finished));
+  EXPECT_EQ(store().find_user(user.id)->balance, credits(6));
+  EXPECT_EQ(store().find_user(user.id)->reserved, 0);
+  auto report = store().check_ledger();
+  ASSERT_TRUE(ok(report));
+  EXPECT_TRUE(report->violations.empty()) << joined(report->violations);
 }
 
 TEST_P(StoreContractTest, AFailedCallInBatchedWorkIsUndoneAloneAndTheRestKept) {

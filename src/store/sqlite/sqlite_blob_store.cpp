@@ -35,11 +35,13 @@ Result<blobs::BlobInfo> SqliteBlobStore::put(std::string_view bytes,
   SqliteStore::BlobRow row;
   row.content_type = std::string(content_type);
   row.size = static_cast<std::int64_t>(bytes.size());
-  row.created_at = clock_.now_s();
+  const std::int64_t now_ms = clock_.now_ms();
+  row.created_at = now_ms / 1000;
   for (int attempt = 0;; ++attempt) {
     {
       std::lock_guard lock(random_mu_);
-      row.id = random_.base62(blobs::kBlobIdLength);
+      // Time first: the blobs table's id index then grows at one end (see time_prefix).
+      row.id = time_prefix(now_ms) + random_.base62(blobs::kBlobIdLength);
     }
     row.etag = blobs::blob_etag(row.id);
     auto inserted = store_.blob_insert(row, bytes);

@@ -581,7 +581,8 @@ class SqlitePool {
     std::function<bool(SqliteConnection&)> body;
     std::function<void(const StoreError&)> fail;
     std::function<void()> durable;
-    bool savepoint = true;  // false: body keeps its changes whatever it returns
+    bool savepoint = true;     // false: body keeps its changes whatever it returns
+    bool wait_flush = true;    // false: `durable` runs once committed (Durability::kCommitted)
   };
 
   // Group commit with a pipelined flush. Every write of this process goes to one writer thread,
@@ -873,9 +874,20 @@ void SqlitePool::writer_loop() {
       complete(batch);
       continue;
     }
+    Batch to_flush;
+    to_flush.reserve(batch.size());
+    for (auto& op : batch) {
+      if (op->wait_flush) {
+        to_flush.push_back(std::move(op));
+      } else {
+        op->durable();
+        op.reset();
+      }
+    }
+    if (to_flush.empty()) continue;
     std::lock_guard lock(flush_mu_);
     const bool idle = flushing_.empty();
-    for (auto& op : batch) flushing_.push_back(std::move(op));
+    for (auto& op : to_flush) flushing_.push_back(std::move(op));
     if (idle) flush_cv_.notify_one();
   }
 }
@@ -1406,8 +1418,9 @@ StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings
   }
 }
 
-void SqliteStore::run_batched(BatchedWork work, BatchedDone done) {
+void SqliteStore::run_batched(BatchedWork work, BatchedDone done, Durability when) {
   auto op = std::make_unique<detail::SqlitePool::WriteOp>();
+  op->wait_flush = when == Durability::kDurable;
   auto failure = std::make_shared<std::optional<StoreError>>();
   op->body = [work = std::move(work)](SqliteConnection&) {
     work();

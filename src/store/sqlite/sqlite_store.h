@@ -81,7 +81,7 @@ class SqliteStore final : public Store {
   StoreResult<std::vector<Hold>> list_open_holds() override;
   StoreResult<std::vector<LedgerEntry>> list_ledger(std::int64_t user_id, int limit) override;
   StoreResult<LedgerCheckReport> check_ledger() override;
-  void run_batched(BatchedWork work, BatchedDone done) override;
+  void run_batched(BatchedWork work, BatchedDone done, Durability when) override;
 
   StoreResult<jobs::Job> create_job(const jobs::NewJob& job) override;
   StoreResult<jobs::Job> find_job(std::string_view job_id) override;
