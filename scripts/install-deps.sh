@@ -8,6 +8,7 @@ build_pkgs=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libcurl4-openssl-dev libssl-dev libsqlite3-dev libsodium-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev libvips-dev fonts-noto-cjk
+  libgoogle-perftools-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_pkgs=(python3 python3-pytest python3-requests sqlite3)
