@@ -637,7 +637,11 @@ class SqlitePool {
       std::lock_guard lock(queue_mu_);
       if (!stopping_ && writer_.joinable()) {
         queue_.push_back(std::move(op));
-        if (queue_.size() == 1) queue_cv_.notify_one();
+        // The writer waits for a first write, or, while the flusher syncs (it wakes the writer
+        // when done), for a full deferred batch: only those wake it.
+        if ((queue_.size() == 1 && !flush_busy_) || queue_.size() == kMaxDeferredWrites) {
+          queue_cv_.notify_one();
+        }
         return;
       }
     }
