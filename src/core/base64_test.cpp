@@ -139,6 +139,41 @@ TEST(Base64Test, EveryByteValueAndLengthRoundTrips) {
   }
 }
 
+TEST(Base64Test, BulkAndPerCharacterPathsAgreeWithWhitespaceGarbageAndCaps) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 300; ++round) {
+    const std::string bytes = random_bytes(rng() % 200, static_cast<std::uint32_t>(round));
+    const std::string clean = base64_encode(bytes);
+    std::string text;
+    for (char c : clean) {  // whitespace sprinkled at random, sometimes mid-quantum
+      if (rng() % 7 == 0) text += " \t\r\n"[rng() % 4];
+      text += c;
+    }
+    auto decoded = base64_decode(text);
+    ASSERT_TRUE(decoded) << text;
+    EXPECT_EQ(*decoded, bytes);
+    // A cap below the size fails as too large; at the size it decodes.
+    if (!bytes.empty()) {
+      auto capped = base64_decode(text, bytes.size() - 1);
+      ASSERT_FALSE(capped);
+      EXPECT_EQ(capped.error().code, ErrorCode::kPayloadTooLarge);
+      EXPECT_TRUE(base64_decode(text, bytes.size()));
+    }
+    // One bad character anywhere before the padding is reported at its offset.
+    std::size_t data_end = text.find('=');
+    if (data_end == std::string::npos) data_end = text.size();
+    if (data_end > 0) {
+      std::string broken = text;
+      const std::size_t at = rng() % data_end;
+      broken[at] = '*';
+      auto r = base64_decode(broken);
+      ASSERT_FALSE(r) << broken;
+      EXPECT_NE(r.error().message.find("at offset " + std::to_string(at)), std::string::npos)
+          << r.error().message;
+    }
+  }
+}
+
 TEST(Base64Test, MaxBytesStopsDecoding) {
   auto exact = base64_decode("Zm9vYmFy", 6);
   ASSERT_TRUE(exact);
