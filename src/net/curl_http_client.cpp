@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace ig::net {
@@ -106,6 +107,11 @@ struct Transfer {
   std::size_t header_bytes = 0;
   std::optional<NetError> local_error;  // why one of our callbacks stopped the transfer
   std::optional<NetError> blocked;      // the last address the policy refused
+  // The client's registry of connection sockets (on_open_socket adds, on_close_socket removes)
+  // and curl's close-socket callback with its data: set by the client before configure().
+  std::unordered_set<curl_socket_t>* connection_sockets = nullptr;
+  curl_closesocket_callback close_socket = nullptr;
+  void* close_socket_data = nullptr;
   Completion complete;
   char errbuf[CURL_ERROR_SIZE] = {};
 };
@@ -214,7 +220,14 @@ curl_socket_t on_open_socket(void* clientp, curlsocktype purpose, curl_sockaddr*
     return CURL_SOCKET_BAD;
   }
   int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-  return fd < 0 ? CURL_SOCKET_BAD : fd;
+  if (fd < 0) return CURL_SOCKET_BAD;
+  try {
+    if (t->connection_sockets != nullptr) t->connection_sockets->insert(fd);
+  } catch (...) {
+    ::close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  return fd;
 }
 
 std::size_t mime_read(char* buffer, std::size_t size, std::size_t count, void* arg) {
@@ -285,6 +298,10 @@ std::optional<NetError> configure(Transfer& t, const CurlClientSettings& setting
   set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   set(CURLOPT_OPENSOCKETFUNCTION, &on_open_socket);
   set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&t));
+  if (t.close_socket != nullptr) {
+    set(CURLOPT_CLOSESOCKETFUNCTION, t.close_socket);
+    set(CURLOPT_CLOSESOCKETDATA, t.close_socket_data);
+  }
   set(CURLOPT_WRITEFUNCTION, &on_write);
   set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
   set(CURLOPT_HEADERFUNCTION, &on_header);
@@ -536,6 +553,9 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     t->policy = request.address_policy.value_or(settings_.address_policy);
     t->request = std::move(request);
     t->complete = std::move(done);
+    t->connection_sockets = &connection_sockets_;
+    t->close_socket = &Impl::close_socket_callback;
+    t->close_socket_data = static_cast<void*>(this);
     if (auto error = configure(*t, settings_)) {
       Completion complete = std::move(t->complete);
       t.reset();
@@ -647,18 +667,44 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     watches_.erase(it);
   }
 
+  // Called by curl (C) on the strand, instead of close(), for the connection sockets it opened
+  // through on_open_socket: the one moment such a socket's watch must go.
+  static int close_socket_callback(void* clientp, curl_socket_t s) {
+    auto* self = static_cast<Impl*>(clientp);
+    try {
+      self->connection_sockets_.erase(s);
+      self->drop_watch(s);
+    } catch (...) {
+    }
+    return ::close(s);
+  }
+
   void on_socket(curl_socket_t s, int what) {
+    const bool connection = connection_sockets_.contains(s);
     if (what == CURL_POLL_REMOVE) {
-      drop_watch(s);
+      // A kept-alive connection between two transfers: its watch stays registered, idle,
+      // until curl closes the socket (close_socket_callback). Re-creating it per transfer cost
+      // an fstat, a dup, a close and two epoll_ctl calls per upstream request.
+      auto it = watches_.find(s);
+      if (connection && it != watches_.end()) {
+        it->second->what = 0;
+      } else {
+        drop_watch(s);
+      }
       return;
     }
-    struct stat st {};
-    const bool open = ::fstat(s, &st) == 0;
     auto it = watches_.find(s);
-    if (it != watches_.end() &&
-        (!open || it->second->dev != st.st_dev || it->second->ino != st.st_ino)) {
-      drop_watch(s);  // curl closed that socket without telling us and the number came back
-      it = watches_.end();
+    struct stat st {};
+    bool open = true;
+    if (!connection || it == watches_.end()) {
+      // Not one of ours (curl's own pipes): curl may have closed it without telling us and the
+      // number come back as another socket.
+      open = ::fstat(s, &st) == 0;
+      if (it != watches_.end() &&
+          (!open || it->second->dev != st.st_dev || it->second->ino != st.st_ino)) {
+        drop_watch(s);
+        it = watches_.end();
+      }
     }
     if (it == watches_.end()) {
       if (!open) return;  // the transfer's own timeout ends it
@@ -782,6 +828,7 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
   CURLM* multi_ = nullptr;
   std::unordered_map<std::uint64_t, std::unique_ptr<Transfer>> transfers_;  // strand
   std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;       // strand
+  std::unordered_set<curl_socket_t> connection_sockets_;                     // strand
   bool stopped_ = false;                                                    // strand
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::size_t> in_flight_{0};
