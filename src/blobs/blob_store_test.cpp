@@ -3,7 +3,6 @@
 // on-disk promises: layout, persistence, crash leftovers, path traversal.
 
 #include "blobs/blob_store.h"
-#include "blobs/blob_etag.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "blobs/blob_etag.h"
 #include "blobs/local/local_blob_store.h"
 #include "blobs/memory_blob_store.h"
 #include "blobs/tiered_blob_store.h"
@@ -244,7 +244,8 @@ class BlobStoreContractTest : public testing::TestWithParam<BackendCase> {
 TEST_P(BlobStoreContractTest, PutThenStatAndReadBack) {
   const std::string bytes = binary_bytes(10'000);
   BlobInfo info = put(bytes, "image/webp");
-  EXPECT_TRUE(info.id.size() == kBlobIdLength || info.id.size() == kBlobIdLength + kTimePrefixLength)
+  EXPECT_TRUE(info.id.size() == kBlobIdLength ||
+              info.id.size() == kBlobIdLength + kTimePrefixLength)
       << info.id;
   EXPECT_TRUE(is_valid_blob_id(info.id)) << info.id;
   EXPECT_TRUE(is_base62(info.id)) << info.id;
@@ -318,7 +319,7 @@ TEST_P(BlobStoreContractTest, EtagIsAQuotedStrongValidatorOfTheBlob) {
   EXPECT_NE(a.etag, c.etag);
   EXPECT_EQ(a.etag, blob_etag(a.id));
   EXPECT_EQ(a.etag.find(a.id), std::string::npos);  // the tag does not reveal the id
-  ASSERT_GE(a.etag.size(), 18u);  // at least 64 bits of hash
+  ASSERT_GE(a.etag.size(), 18u);                    // at least 64 bits of hash
   EXPECT_EQ(a.etag.front(), '"');
   EXPECT_EQ(a.etag.back(), '"');
   EXPECT_EQ(a.etag.find('"', 1), a.etag.size() - 1);
@@ -525,16 +526,22 @@ TEST(TieredBlobStoreTest, PutsBySizeAndFindsBlobsInEitherTier) {
   EXPECT_EQ(tiered.remove(b->id).error().code, ErrorCode::kNotFound);
 }
 
-TEST(SqliteBlobStoreTest, PutsJoinTheStoresBatchAndTheTierSaysWhichPutsCan) {
-  TempDir dir;
-  FakeClock clock;
-  SodiumRandom random;
-  auto sqlite = open_sqlite(dir.path(), clock);
-  ASSERT_NE(sqlite, nullptr);
-  store::SqliteBlobStore rows(*sqlite, random, clock);
-  MemoryBlobStore memory(random, clock);
-  TieredBlobStore tiered(rows, memory, 100);
-  EXPECT_TRUE(rows.put_joins_store_batch(1 << 30));
+// A SqliteStore in a temp dir and the SqliteBlobStore over it.
+class SqliteBlobStoreTest : public testing::Test {
+ protected:
+  void SetUp() override { ASSERT_NE(sqlite_, nullptr); }
+
+  TempDir dir_;
+  FakeClock clock_;
+  SodiumRandom random_;
+  std::unique_ptr<store::SqliteStore> sqlite_ = open_sqlite(dir_.path(), clock_);
+  store::SqliteBlobStore rows_{*sqlite_, random_, clock_};
+};
+
+TEST_F(SqliteBlobStoreTest, PutsJoinTheStoresBatchAndTheTierSaysWhichPutsCan) {
+  MemoryBlobStore memory(random_, clock_);
+  TieredBlobStore tiered(rows_, memory, 100);
+  EXPECT_TRUE(rows_.put_joins_store_batch(1 << 30));
   EXPECT_TRUE(tiered.put_joins_store_batch(100));
   EXPECT_FALSE(tiered.put_joins_store_batch(101));
   EXPECT_FALSE(memory.put_joins_store_batch(1));
@@ -542,29 +549,23 @@ TEST(SqliteBlobStoreTest, PutsJoinTheStoresBatchAndTheTierSaysWhichPutsCan) {
   // Inside batched work the put is part of the batch's transaction (on the writer thread).
   Result<BlobInfo> put = fail(ErrorCode::kInternal, "not run");
   std::promise<store::StoreResult<void>> durable;
-  sqlite->run_batched([&] { put = tiered.put("row bytes", "image/png"); },
-                      [&](store::StoreResult<void> r) { durable.set_value(r); },
-                      store::Store::Durability::kDurable);
+  sqlite_->run_batched([&] { put = tiered.put("row bytes", "image/png"); },
+                       [&](store::StoreResult<void> r) { durable.set_value(r); },
+                       store::Store::Durability::kDurable);
   ASSERT_TRUE(durable.get_future().get().has_value());
   ASSERT_TRUE(ok(put));
-  EXPECT_EQ(rows.read(put->id, 0, 100).value_or(""), "row bytes");
+  EXPECT_EQ(rows_.read(put->id, 0, 100).value_or(""), "row bytes");
   EXPECT_FALSE(ok(memory.stat(put->id)));
 }
 
-TEST(SqliteBlobStoreTest, IdsSortByCreationTime) {
-  TempDir dir;
-  FakeClock clock;
-  SodiumRandom random;
-  auto sqlite = open_sqlite(dir.path(), clock);
-  ASSERT_NE(sqlite, nullptr);
-  store::SqliteBlobStore rows(*sqlite, random, clock);
+TEST_F(SqliteBlobStoreTest, IdsSortByCreationTime) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
-    auto put = rows.put("x", "image/png");
+    auto put = rows_.put("x", "image/png");
     ASSERT_TRUE(ok(put));
-    EXPECT_EQ(put->id.substr(0, kTimePrefixLength), time_prefix(clock.now_ms()));
+    EXPECT_EQ(put->id.substr(0, kTimePrefixLength), time_prefix(clock_.now_ms()));
     ids.push_back(put->id);
-    clock.advance_ms(1);
+    clock_.advance_ms(1);
   }
   EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
 }

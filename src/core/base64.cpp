@@ -39,8 +39,9 @@ constexpr auto kDecode = [] {
 
 // Bulk decoding: each table places a character's sextet at its bit position in the 3 output
 // bytes (little-endian in a uint32), so a quantum is 4 lookups and 3 ORs. A character outside
-// the alphabet (whitespace, '=', garbage) sets bit 24, which stops the bulk loop.
-constexpr std::uint32_t kNotSextet = 0x01FFFFFF;
+// the alphabet (whitespace, '=', garbage) sets kNotSextetBit, which stops the bulk loop.
+constexpr std::uint32_t kNotSextetBit = 0x01000000;
+constexpr std::uint32_t kNotSextet = kNotSextetBit | 0x00FFFFFF;
 template <int kPosition>
 constexpr auto make_quantum_table() {
   std::array<std::uint32_t, 256> t{};
@@ -129,9 +130,9 @@ Result<std::string> base64_decode(std::string_view text, std::size_t max_bytes) 
         const unsigned char* q = in + i;
         std::size_t done = 0;
         for (; done < quanta; ++done, q += 4) {
-          const std::uint32_t x = kQuantum0[q[0]] | kQuantum1[q[1]] | kQuantum2[q[2]] |
-                                  kQuantum3[q[3]];
-          if (x >= 0x01000000) break;
+          const std::uint32_t x =
+              kQuantum0[q[0]] | kQuantum1[q[1]] | kQuantum2[q[2]] | kQuantum3[q[3]];
+          if ((x & kNotSextetBit) != 0) break;
           buf[len] = static_cast<char>(x);
           buf[len + 1] = static_cast<char>(x >> 8);
           buf[len + 2] = static_cast<char>(x >> 16);

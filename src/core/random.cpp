@@ -5,10 +5,14 @@
 #include <algorithm>
 
 namespace ig {
+namespace {
+
+// In ASCII order, so a fixed-width time_prefix sorts like the time it encodes.
+constexpr char kBase62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+}  // namespace
 
 std::string Random::base62(std::size_t length) {
-  static constexpr char kAlphabet[] =
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   // Bytes come in bulk (one getrandom for a whole id, not one per character); a byte below
   // 248 = 4 x 62 maps to a character without modulo bias, the others are drawn again.
   std::string out;
@@ -18,18 +22,16 @@ std::string Random::base62(std::size_t length) {
     const std::size_t want = std::min(sizeof bytes, length - out.size() + 4);
     fill({bytes, want});
     for (std::size_t i = 0; i < want && out.size() < length; ++i) {
-      if (bytes[i] < 248) out += kAlphabet[bytes[i] % 62];
+      if (bytes[i] < 248) out += kBase62[bytes[i] % 62];
     }
   }
   return out;
 }
 
 std::string time_prefix(std::int64_t unix_ms) {
-  static constexpr char kDigits[] =
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::uint64_t t = static_cast<std::uint64_t>(std::max<std::int64_t>(unix_ms, 0));
   std::string out(kTimePrefixLength, '0');
-  for (std::size_t i = out.size(); i > 0 && t > 0; --i, t /= 62) out[i - 1] = kDigits[t % 62];
+  for (std::size_t i = out.size(); i > 0 && t > 0; --i, t /= 62) out[i - 1] = kBase62[t % 62];
   return out;
 }
 

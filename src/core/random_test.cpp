@@ -52,8 +52,8 @@ TEST(RandomTest, TimePrefixIsFixedWidthAndSortsLikeTheTime) {
   EXPECT_EQ(time_prefix(62), "00000010");
   std::string previous = time_prefix(1'700'000'000'000);
   EXPECT_EQ(previous.size(), kTimePrefixLength);
-  for (std::int64_t ms : {1'700'000'000'001LL, 1'700'000'000'062LL, 1'800'000'000'000LL,
-                          4'000'000'000'000LL}) {
+  for (std::int64_t ms :
+       {1'700'000'000'001LL, 1'700'000'000'062LL, 1'800'000'000'000LL, 4'000'000'000'000LL}) {
     std::string next = time_prefix(ms);
     EXPECT_EQ(next.size(), kTimePrefixLength);
     EXPECT_LT(previous, next) << ms;

@@ -21,9 +21,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
-#include <optional>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -107,8 +107,8 @@ struct Transfer {
   std::size_t header_bytes = 0;
   std::optional<NetError> local_error;  // why one of our callbacks stopped the transfer
   std::optional<NetError> blocked;      // the last address the policy refused
-  // The client's registry of connection sockets (on_open_socket adds, on_close_socket removes)
-  // and curl's close-socket callback with its data: set by the client before configure().
+  // The client's registry of connection sockets (on_open_socket adds, Impl::close_socket_callback
+  // removes) and curl's close-socket callback with its data: set by the client before configure().
   std::unordered_set<curl_socket_t>* connection_sockets = nullptr;
   curl_closesocket_callback close_socket = nullptr;
   void* close_socket_data = nullptr;
@@ -828,7 +828,7 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
   CURLM* multi_ = nullptr;
   std::unordered_map<std::uint64_t, std::unique_ptr<Transfer>> transfers_;  // strand
   std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;       // strand
-  std::unordered_set<curl_socket_t> connection_sockets_;                     // strand
+  std::unordered_set<curl_socket_t> connection_sockets_;                    // strand
   bool stopped_ = false;                                                    // strand
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::size_t> in_flight_{0};

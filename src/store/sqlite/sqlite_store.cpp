@@ -581,8 +581,8 @@ class SqlitePool {
     std::function<bool(SqliteConnection&)> body;
     std::function<void(const StoreError&)> fail;
     std::function<void()> durable;
-    bool savepoint = true;     // false: body keeps its changes whatever it returns
-    bool wait_flush = true;    // false: `durable` runs once committed (Durability::kCommitted)
+    bool savepoint = true;   // false: body keeps its changes whatever it returns
+    bool wait_flush = true;  // false: `durable` runs once committed (Durability::kCommitted)
   };
 
   // Group commit with a pipelined flush. Every write of this process goes to one writer thread,
@@ -1070,10 +1070,9 @@ StoreResult<void> rewrite_in_list_checks(SqliteConnection& c) {
                    std::string("unexpected CHECK in table ") + r.table + ": " + r.from);
       }
       text.replace(at, std::strlen(r.from), r.to);
-      auto updated =
-          c.prepare("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?")
-              .bind(text, r.table)
-              .run();
+      auto updated = c.prepare("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?")
+                         .bind(text, r.table)
+                         .run();
       if (!updated) return updated;
     }
     std::string bump = "PRAGMA schema_version = " + std::to_string(version->value_or(0) + 1);
@@ -1319,12 +1318,12 @@ StoreResult<Hold> resolve_hold(SqliteConnection& c, Hold hold, HoldState to, Mic
   hold.charged = to == HoldState::kSettled ? charge : 0;
   hold.resolved_at = now;
   Micros returned = hold.amount - hold.charged;
-  auto closed = c.prepare(
-                     "UPDATE holds SET state = ?, charged = ?, resolved_at = ? "
-                     "WHERE id = ? AND state = 'open' AND user_id = ? AND amount = ?")
-                    .bind(to_string(hold.state), hold.charged, now, hold.id, hold.user_id,
-                          hold.amount)
-                    .run();
+  auto closed =
+      c.prepare(
+           "UPDATE holds SET state = ?, charged = ?, resolved_at = ? "
+           "WHERE id = ? AND state = 'open' AND user_id = ? AND amount = ?")
+          .bind(to_string(hold.state), hold.charged, now, hold.id, hold.user_id, hold.amount)
+          .run();
   if (!closed) return std::unexpected(closed.error());
   if (c.changes() != 1) return err(StoreErrc::kAlreadyResolved, "hold resolved concurrently");
   auto updated = c.prepare(
