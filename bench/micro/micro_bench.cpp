@@ -10,12 +10,15 @@
 #include <sodium.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -29,6 +32,7 @@
 #include "http/blocking_pool.h"
 #include "http/router.h"
 #include "store/memory/memory_store.h"
+#include "store/sqlite/sqlite_blob_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace {
@@ -124,9 +128,8 @@ BENCHMARK(BM_ToJsonText_Me)->Arg(100'000'000)->Arg(95'300'000);
 
 // Rendering only (object built once).
 void BM_ToJsonText_MePrebuilt(benchmark::State& state) {
-  const json::value v = json::object{{"id", "user_1"},
-                                     {"email", "admin@localhost"},
-                                     {"credits", ig::credits_json(100'000'000)}};
+  const json::value v = json::object{
+      {"id", "user_1"}, {"email", "admin@localhost"}, {"credits", ig::credits_json(100'000'000)}};
   for (auto _ : state) {
     auto text = ig::to_json_text(v);
     benchmark::DoNotOptimize(text);
@@ -142,9 +145,9 @@ ig::http::Handler noop_handler() {
 
 ig::http::Router make_router() {
   ig::http::Router r;
-  for (const char* p : {"/healthz", "/readyz", "/v1/models", "/v1/credits", "/v1/keys",
-                        "/v1/tasks/{id}", "/v1/images/generations", "/v1/images/edits",
-                        "/v1/ledger", "/v1/me"}) {
+  for (const char* p :
+       {"/healthz", "/readyz", "/v1/models", "/v1/credits", "/v1/keys", "/v1/tasks/{id}",
+        "/v1/images/generations", "/v1/images/edits", "/v1/ledger", "/v1/me"}) {
     r.add("GET", p, noop_handler());
   }
   r.add("POST", "/v1/tasks/{id}/cancel", noop_handler());
@@ -291,5 +294,80 @@ void BM_Path_MeHandler(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_Path_MeHandler)->UseRealTime();
+
+// The store's share of one sync image, `jobs` at a time (the writer's group commit): create_job
+// (kCommitted), then the result blob, finish_job and the balance read in one kDurable batched
+// write, as ImagePipeline does. Process CPU (writer, flusher, checkpointer threads included) per
+// job is the figure to compare across schema or statement changes: wall time is mostly fsync.
+void BM_Store_SyncImageJobs(benchmark::State& state) {
+  SqliteFixture f;
+  ig::SodiumRandom random;
+  ig::store::SqliteBlobStore blobs(*f.store, random, f.clock);
+  const auto jobs = static_cast<int>(state.range(0));
+  if (!f.store->grant(f.user_id, ig::credits(1'000'000), "bench")) {
+    state.SkipWithError("grant failed");
+    return;
+  }
+  const std::string png(16 * 1024, 'p');  // the benchmark fake's 1024x1024 PNG is about 16 KB
+  std::mutex mu;
+  std::condition_variable cv;
+  int pending = 0;
+  bool failed = false;
+  std::atomic<bool> work_failed = false;  // on the writer thread: a throw there would end it
+  auto done = [&](ig::store::StoreResult<void> r) {
+    std::lock_guard lock(mu);
+    if (!r) failed = true;
+    if (--pending == 0) cv.notify_one();
+  };
+  auto wait_all = [&] {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  };
+  std::int64_t serial = 0;
+  std::vector<std::string> ids(jobs);
+  for (auto _ : state) {
+    pending = jobs;
+    for (int i = 0; i < jobs; ++i) {
+      ig::jobs::NewJob job;
+      job.id = "img_" + ig::time_prefix(f.clock.now_ms()) + random.base62(24);
+      ids[i] = job.id;
+      job.user_id = f.user_id;
+      job.kind = "image.generation";
+      job.model = "gpt-image-2";
+      job.dialect = "openai";
+      job.params_json = R"({"prompt":"bench","size":"1024x1024","quality":"auto","n":1})";
+      job.reserve = 1000;
+      job.start_running = true;
+      auto work = [&f, &work_failed, job] {
+        if (!f.store->create_job(job)) work_failed = true;
+      };
+      f.store->run_batched(work, done, ig::store::Store::Durability::kCommitted);
+    }
+    wait_all();
+    pending = jobs;
+    for (int i = 0; i < jobs; ++i) {
+      auto work = [&f, &blobs, &png, &work_failed, id = ids[i]] {
+        auto blob = blobs.put(png, "image/png");
+        if (!blob) {
+          work_failed = true;
+          return;
+        }
+        ig::jobs::JobFinish finish;
+        finish.charge = 1000;
+        finish.channel = "fake";
+        finish.result_json = R"({"images":[{"blob":")" + blob->id + R"(","mime":"image/png"}]})";
+        if (!f.store->finish_job(id, finish)) work_failed = true;
+        benchmark::DoNotOptimize(f.store->find_user(f.user_id));
+      };
+      f.store->run_batched(work, done, ig::store::Store::Durability::kDurable);
+    }
+    wait_all();
+    serial += jobs;
+  }
+  if (failed || work_failed) state.SkipWithError("a batched write failed");
+  state.counters["jobs"] = benchmark::Counter(
+      static_cast<double>(serial), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Store_SyncImageJobs)->Arg(2)->Arg(8)->MeasureProcessCPUTime();
 
 }  // namespace

@@ -1,0 +1,43 @@
+#include "core/json.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <random>
+#include <string>
+
+namespace ig {
+namespace {
+
+// Strings are escaped by hand for speed; Boost.JSON's serializer is the reference for the bytes.
+TEST(JsonTextTest, StringsEscapeByteForByteLikeBoostJson) {
+  std::mt19937 rng(20261121);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> length(0, 40);
+  std::string every_byte;
+  for (int c = 0; c < 256; ++c) every_byte += static_cast<char>(c);
+  std::vector<std::string> cases = {
+      "", "plain", "\"quoted\"", "back\\slash", "\x7f\x1f\t\n", "日本語 prompt", every_byte};
+  for (int i = 0; i < 2000; ++i) {
+    std::string s;
+    for (int n = length(rng); n > 0; --n) s += static_cast<char>(byte(rng));
+    cases.push_back(s);
+  }
+  for (const auto& s : cases) {
+    const boost::json::value v = boost::json::string(s);
+    EXPECT_EQ(to_json_text(v), boost::json::serialize(v)) << "input bytes: " << s.size();
+    const boost::json::value keyed = boost::json::object{{s, 1}};
+    EXPECT_EQ(to_json_text(keyed), boost::json::serialize(keyed));
+  }
+}
+
+TEST(JsonTextTest, NumbersUsePlainShortestDigits) {
+  EXPECT_EQ(to_json_text(boost::json::value(4.7)), "4.7");
+  EXPECT_EQ(to_json_text(boost::json::value(-12)), "-12");
+  EXPECT_EQ(to_json_text(boost::json::value(18446744073709551615ull)), "18446744073709551615");
+  EXPECT_EQ(to_json_text(boost::json::value(1e300)), "1e+300");
+  EXPECT_EQ(to_json_text(boost::json::array{nullptr, true, "x"}), R"([null,true,"x"])");
+}
+
+}  // namespace
+}  // namespace ig
