@@ -2071,6 +2071,57 @@ TEST_F(SqliteStoreTest, TwoStoresOnOneFileNeverOverdrawThroughJobs) {
   expect_clean_ledger(*cli);
 }
 
+// A batch runs without savepoints first (they copy every touched page). A write that fails after
+// changing rows makes the writer roll that pass back and run the batch again with savepoints; a
+// write refused before it changed anything costs no second pass.
+TEST_F(SqliteStoreTest, OnlyAWriteFailingAfterItsChangesRunsTheBatchAgain) {
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  auto user = store->create_user({"replay@example.com", "x", false});
+  ASSERT_TRUE(ok(user));
+  ASSERT_TRUE(ok(store->grant(user->id, credits(5), "test")));
+  auto job = [&](const std::string& id, Micros reserve) {
+    jobs::NewJob j;
+    j.id = id;
+    j.user_id = user->id;
+    j.kind = "image.generation";
+    j.model = "m";
+    j.dialect = "openai";
+    j.reserve = reserve;
+    return j;
+  };
+
+  int runs = 0;
+  StoreResult<jobs::Job> first = std::unexpected(StoreError{});
+  StoreResult<jobs::Job> poor = std::unexpected(StoreError{});
+  ASSERT_TRUE(ok(run_batched_and_wait(*store, [&] {
+    ++runs;
+    first = store->create_job(job("job_r1", credits(3)));
+    poor = store->create_job(job("job_r2", credits(3)));  // 2 left: refused before any write
+  })));
+  EXPECT_EQ(runs, 1);
+  EXPECT_TRUE(ok(first));
+  EXPECT_EQ(code(poor), "kInsufficientCredits");
+
+  runs = 0;
+  StoreResult<jobs::Job> duplicate = std::unexpected(StoreError{});
+  StoreResult<jobs::Job> second = std::unexpected(StoreError{});
+  ASSERT_TRUE(ok(run_batched_and_wait(*store, [&] {
+    ++runs;
+    duplicate = store->create_job(job("job_r1", credits(1)));  // its hold is written first
+    second = store->create_job(job("job_r3", credits(1)));
+  })));
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(code(duplicate), "kConflict");
+  EXPECT_TRUE(ok(second));
+  EXPECT_EQ(code(store->find_job("job_r2")), "kNotFound");
+  auto after = store->find_user(user->id);
+  ASSERT_TRUE(ok(after));
+  EXPECT_EQ(after->balance, credits(1));
+  EXPECT_EQ(after->reserved, credits(4));
+  expect_clean_ledger(*store);
+}
+
 TEST_F(SqliteStoreTest, BusyWritersRetryThenReportUnavailable) {
   auto store = open_store(2, /*busy_timeout_ms=*/0);
   ASSERT_TRUE(store);

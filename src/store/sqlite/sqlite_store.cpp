@@ -507,6 +507,8 @@ class SqliteConnection {
   }
 
   std::int64_t changes() const { return sqlite3_changes64(db_); }
+  std::int64_t total_changes() const { return sqlite3_total_changes64(db_); }
+  bool in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
   std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
   sqlite3* handle() const { return db_; }
 
@@ -780,6 +782,17 @@ class SqlitePool {
 // The writer thread's connection while it runs a batch: store calls made by a batched work
 // item on that thread join the batch's transaction instead of queueing behind it.
 inline thread_local SqliteConnection* tl_batch_conn = nullptr;
+// A batch first runs without savepoints (see run_batch). A write that failed after changing rows
+// then cannot be undone alone: it poisons the pass, and the batch runs again with savepoints.
+inline thread_local bool tl_batch_optimistic = false;
+inline thread_local bool tl_batch_poisoned = false;
+
+// After a write on the batch connection failed: can the batch go on without undoing it? Only
+// if the write changed no row and SQLite did not end the transaction under it (which it may do
+// on an I/O or out-of-memory error).
+inline bool failed_write_left_no_trace(const SqliteConnection& conn, std::int64_t changes_before) {
+  return conn.in_transaction() && conn.total_changes() == changes_before;
+}
 
 }  // namespace detail
 
@@ -836,28 +849,54 @@ bool SqlitePool::run_batch(const Batch& batch) {
     for (const auto& op : batch) op->fail(e);
     return false;
   };
+  // Savepoints make SQLite copy every page a write touches into the sub-journal first (a 4 KB
+  // copy and an allocation per page, about a fifth of the writer's time per created job), only
+  // to undo a write that fails after changing rows, which is rare. So a batch first runs without
+  // them; if some write failed with changes, it is rolled back whole and run again with them.
+  // Bodies already run again after SQLITE_BUSY, so they must be repeatable either way.
+  bool optimistic = true;
   for (int attempt = 1;; ++attempt) {
     conn.busy = false;
     std::optional<StoreError> error;
     if (auto begun = conn.run_cached("BEGIN IMMEDIATE"); !begun) error = begun.error();
     tl_batch_conn = &conn;
+    tl_batch_optimistic = optimistic;
+    tl_batch_poisoned = false;
     for (std::size_t i = 0; !error && i < batch.size(); ++i) {
       const WriteOp& op = *batch[i];
-      if (op.savepoint) {
+      const bool own_savepoint = op.savepoint && !optimistic;
+      if (own_savepoint) {
         if (auto saved = conn.run_cached(kBatchSavepoint.begin); !saved) {
           error = saved.error();
           break;
         }
       }
+      const std::int64_t changes_before = conn.total_changes();
       const bool keep = op.body(conn);
       if (conn.busy) {
         error = StoreError{StoreErrc::kUnavailable, "database busy inside a write"};
         break;
       }
-      if (!op.savepoint) continue;
+      if (!conn.in_transaction()) {  // SQLite rolled it back (I/O error, out of memory)
+        error = StoreError{StoreErrc::kUnavailable, "the batch's transaction ended in a write"};
+        break;
+      }
+      if (optimistic && op.savepoint && !keep &&
+          !failed_write_left_no_trace(conn, changes_before)) {
+        tl_batch_poisoned = true;
+      }
+      if (tl_batch_poisoned) break;
+      if (!own_savepoint) continue;
       if (auto ended = end_savepoint(conn, kBatchSavepoint, keep); !ended) error = ended.error();
     }
     tl_batch_conn = nullptr;
+    tl_batch_optimistic = false;
+    if (!error && tl_batch_poisoned) {
+      conn.rollback();
+      optimistic = false;
+      --attempt;  // not a busy retry
+      continue;
+    }
     if (!error) {
       auto committed = conn.run_cached("COMMIT");
       if (committed) return true;
@@ -981,16 +1020,29 @@ auto write_tx(SqlitePool& pool, Fn&& fn) {
   if (detail::tl_batch_conn != nullptr) {
     // Called by batched work on the writer thread: a nested savepoint of the running batch.
     SqliteConnection& conn = *detail::tl_batch_conn;
-    if (auto saved = conn.run_cached(detail::kNestedSavepoint.begin); !saved) {
-      return R(std::unexpected(saved.error()));
+    // Outside its transaction a write would commit on its own; in a poisoned pass it is wasted.
+    if (!conn.in_transaction() || (detail::tl_batch_optimistic && detail::tl_batch_poisoned)) {
+      return R(err(StoreErrc::kUnavailable, "the batch's transaction is being rolled back"));
     }
-    R r = [&]() -> R {
+    auto call = [&]() -> R {
       try {
         return fn(conn);
       } catch (const std::exception& e) {
         return err(StoreErrc::kUnavailable, std::string("sqlite store: ") + e.what());
       }
-    }();
+    };
+    if (detail::tl_batch_optimistic) {
+      const std::int64_t changes_before = conn.total_changes();
+      R r = call();
+      if (!r && !detail::failed_write_left_no_trace(conn, changes_before)) {
+        detail::tl_batch_poisoned = true;  // run_batch undoes the pass and runs it again
+      }
+      return r;
+    }
+    if (auto saved = conn.run_cached(detail::kNestedSavepoint.begin); !saved) {
+      return R(std::unexpected(saved.error()));
+    }
+    R r = call();
     auto ended = detail::end_savepoint(conn, detail::kNestedSavepoint, r.has_value());
     if (!ended && r) return R(std::unexpected(ended.error()));
     return r;
