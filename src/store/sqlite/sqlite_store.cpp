@@ -1018,11 +1018,12 @@ template <class Fn>
 auto write_tx(SqlitePool& pool, Fn&& fn) {
   using R = std::invoke_result_t<Fn&, SqliteConnection&>;
   if (detail::tl_batch_conn != nullptr) {
-    // Called by batched work on the writer thread: a nested savepoint of the running batch.
+    // Called by batched work on the writer thread: joins the running batch (as a nested
+    // savepoint when the batch runs with savepoints).
     SqliteConnection& conn = *detail::tl_batch_conn;
     // Outside its transaction a write would commit on its own; in a poisoned pass it is wasted.
     if (!conn.in_transaction() || (detail::tl_batch_optimistic && detail::tl_batch_poisoned)) {
-      return R(err(StoreErrc::kUnavailable, "the batch's transaction is being rolled back"));
+      return R(err(StoreErrc::kUnavailable, "the batch's transaction ended or is being undone"));
     }
     auto call = [&]() -> R {
       try {
