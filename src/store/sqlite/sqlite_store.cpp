@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "core/unique_fd.h"
+#include "store/sqlite/coalescing_vfs.h"
 
 namespace ig::store {
 namespace detail {
@@ -441,9 +442,9 @@ class SqliteConnection {
     static std::once_flag configured;
     std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
     sqlite3* db = nullptr;
-    int rc =
-        sqlite3_open_v2(settings.path.c_str(), &db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    int rc = sqlite3_open_v2(settings.path.c_str(), &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             coalescing_vfs_name());
     auto conn = std::make_unique<SqliteConnection>(db);  // owns db even when opening failed
     if (rc != SQLITE_OK) {
       return err(StoreErrc::kUnavailable,
