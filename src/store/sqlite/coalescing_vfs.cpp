@@ -166,31 +166,39 @@ int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, i
 }
 
 void build_methods() {
+  // Fields in sqlite3_io_methods order; a lower version leaves the later ones null.
+  const sqlite3_io_methods all = {3,
+                                  x_close,
+                                  x_read,
+                                  x_write,
+                                  x_truncate,
+                                  x_sync,
+                                  x_file_size,
+                                  x_lock,
+                                  x_unlock,
+                                  x_check_reserved_lock,
+                                  x_file_control,
+                                  x_sector_size,
+                                  x_device_characteristics,
+                                  x_shm_map,
+                                  x_shm_lock,
+                                  x_shm_barrier,
+                                  x_shm_unmap,
+                                  x_fetch,
+                                  x_unfetch};
   for (int v = 1; v <= 3; ++v) {
     sqlite3_io_methods& m = g_methods[v - 1];
-    m = sqlite3_io_methods{};
+    m = all;
     m.iVersion = v;
-    m.xClose = x_close;
-    m.xRead = x_read;
-    m.xWrite = x_write;
-    m.xTruncate = x_truncate;
-    m.xSync = x_sync;
-    m.xFileSize = x_file_size;
-    m.xLock = x_lock;
-    m.xUnlock = x_unlock;
-    m.xCheckReservedLock = x_check_reserved_lock;
-    m.xFileControl = x_file_control;
-    m.xSectorSize = x_sector_size;
-    m.xDeviceCharacteristics = x_device_characteristics;
-    if (v >= 2) {
-      m.xShmMap = x_shm_map;
-      m.xShmLock = x_shm_lock;
-      m.xShmBarrier = x_shm_barrier;
-      m.xShmUnmap = x_shm_unmap;
+    if (v < 2) {
+      m.xShmMap = nullptr;
+      m.xShmLock = nullptr;
+      m.xShmBarrier = nullptr;
+      m.xShmUnmap = nullptr;
     }
-    if (v >= 3) {
-      m.xFetch = x_fetch;
-      m.xUnfetch = x_unfetch;
+    if (v < 3) {
+      m.xFetch = nullptr;
+      m.xUnfetch = nullptr;
     }
   }
 }

@@ -7,37 +7,12 @@
 #include <filesystem>
 #include <string>
 
+#include "store/sqlite/raw_db_for_tests.h"
+
 namespace ig::store::detail {
 namespace {
 
-class Db {
- public:
-  Db(const std::string& path, const char* vfs) {
-    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs),
-              SQLITE_OK);
-  }
-  ~Db() { sqlite3_close(db_); }
-  Db(const Db&) = delete;
-  Db& operator=(const Db&) = delete;
-
-  int exec(const std::string& sql) {
-    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
-  }
-  std::string text(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    std::string out = "<error>";
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* t = sqlite3_column_text(stmt, 0);
-      out = t != nullptr ? reinterpret_cast<const char*>(t) : "";
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
+constexpr int kCreate = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 
 class CoalescingVfsTest : public testing::Test {
  protected:
@@ -57,11 +32,11 @@ class CoalescingVfsTest : public testing::Test {
 // Another connection (plain VFS) reads a commit straight after it: its frames are in the file
 // before SQLite publishes the commit, whatever stayed gathered before it.
 TEST_F(CoalescingVfsTest, EveryCommitIsInTheFileForOtherConnections) {
-  Db writer(path_, coalescing_vfs_name());
+  RawDb writer(path_, coalescing_vfs_name(), kCreate);
   ASSERT_EQ(writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                         "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(k INTEGER, v BLOB)"),
             SQLITE_OK);
-  Db reader(path_, nullptr);
+  RawDb reader(path_);
   for (int i = 1; i <= 200; ++i) {
     // 1 to 40 pages per commit, so some commits outgrow the 1 MiB gathering buffer.
     const int bytes = 1 + (i * 7919) % (160 * 1024);
@@ -69,17 +44,17 @@ TEST_F(CoalescingVfsTest, EveryCommitIsInTheFileForOtherConnections) {
                           std::to_string(bytes) + ")); INSERT INTO t VALUES(-" + std::to_string(i) +
                           ", zeroblob(" + std::to_string(bytes / 3) + ")); COMMIT"),
               SQLITE_OK);
-    ASSERT_EQ(reader.text("SELECT count(*) || ':' || max(k) FROM t"),
-              std::to_string(2 * i) + ":" + std::to_string(i));
+    ASSERT_EQ(reader.last_column("SELECT count(*) || ':' || max(k) FROM t"),
+              std::to_string(2 * i) + ":" + std::to_string(i) + "\n");
   }
-  EXPECT_EQ(reader.text("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(reader.last_column("PRAGMA integrity_check"), "ok\n");
 }
 
 // A transaction that spills to the WAL before it ends, then rolls back: its frames are
 // overwritten by the next commit at the same offsets, and nothing of it survives.
 TEST_F(CoalescingVfsTest, SpilledThenRolledBackWritesLeaveNoTrace) {
   {
-    Db writer(path_, coalescing_vfs_name());
+    RawDb writer(path_, coalescing_vfs_name(), kCreate);
     ASSERT_EQ(writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                           "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=10;"
                           "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)"),
@@ -92,16 +67,16 @@ TEST_F(CoalescingVfsTest, SpilledThenRolledBackWritesLeaveNoTrace) {
     ASSERT_EQ(writer.exec("INSERT INTO t VALUES(2, randomblob(100))"), SQLITE_OK);
     // Closing the last connection checkpoints through the VFS's reads of the WAL.
   }
-  Db reader(path_, nullptr);
-  EXPECT_EQ(reader.text("SELECT count(*) || ':' || sum(length(v)) FROM t"), "2:5100");
-  EXPECT_EQ(reader.text("PRAGMA integrity_check"), "ok");
+  RawDb reader(path_);
+  EXPECT_EQ(reader.last_column("SELECT count(*) || ':' || sum(length(v)) FROM t"), "2:5100\n");
+  EXPECT_EQ(reader.last_column("PRAGMA integrity_check"), "ok\n");
 }
 
 // What a connection wrote is all in the WAL when it closes without checkpointing: a reopen
 // without the VFS (as after a crash of the process) recovers every commit from it.
 TEST_F(CoalescingVfsTest, TheWalLeftBehindHoldsEveryCommit) {
   {
-    Db writer(path_, coalescing_vfs_name());
+    RawDb writer(path_, coalescing_vfs_name(), kCreate);
     ASSERT_EQ(writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                           "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(k INTEGER, v TEXT)"),
               SQLITE_OK);
@@ -116,9 +91,9 @@ TEST_F(CoalescingVfsTest, TheWalLeftBehindHoldsEveryCommit) {
     std::filesystem::copy_file(path_ + "-wal", dir_ + "/copy.db-wal");
     std::filesystem::copy_file(path_, dir_ + "/copy.db");
   }
-  Db reader(dir_ + "/copy.db", nullptr);
-  EXPECT_EQ(reader.text("SELECT count(*) || ':' || sum(k) FROM t"), "50:1225");
-  EXPECT_EQ(reader.text("PRAGMA integrity_check"), "ok");
+  RawDb reader(dir_ + "/copy.db");
+  EXPECT_EQ(reader.last_column("SELECT count(*) || ':' || sum(k) FROM t"), "50:1225\n");
+  EXPECT_EQ(reader.last_column("PRAGMA integrity_check"), "ok\n");
 }
 
 }  // namespace
