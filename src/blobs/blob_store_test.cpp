@@ -28,6 +28,7 @@
 #include "blobs/tiered_blob_store.h"
 #include "core/clock.h"
 #include "core/random.h"
+#include "core/temp_dir_for_tests.h"
 #include "store/sqlite/sqlite_blob_store.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -63,25 +64,6 @@ testing::AssertionResult ok(const Result<T>& result) {
   return testing::AssertionFailure()
          << code_name(result.error().code) << ": " << result.error().message;
 }
-
-// A fresh directory under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "imagegate-blobs-XXXXXX").string();
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Every path under `dir` with its size (0 for directories), to prove nothing changed.
 std::set<std::string> snapshot(const fs::path& dir) {
@@ -153,7 +135,7 @@ class LocalBackend final : public Backend {
   }
 
  private:
-  TempDir dir_;  // declared first: outlives the store
+  TempDir dir_{"blobs"};  // declared first: outlives the store
   LocalBlobStore store_;
 };
 
@@ -171,7 +153,7 @@ class SqliteBackend final : public Backend {
   BlobStore& store() override { return store_; }
 
  private:
-  TempDir dir_;
+  TempDir dir_{"blobs"};
   std::unique_ptr<store::SqliteStore> sqlite_;
   store::SqliteBlobStore store_;
 };
@@ -193,7 +175,7 @@ class TieredBackend final : public Backend {
   }
 
  private:
-  TempDir dir_;
+  TempDir dir_{"blobs"};
   std::unique_ptr<store::SqliteStore> sqlite_;
   store::SqliteBlobStore small_;
   LocalBlobStore large_;
@@ -531,7 +513,7 @@ class SqliteBlobStoreTest : public testing::Test {
  protected:
   void SetUp() override { ASSERT_NE(sqlite_, nullptr); }
 
-  TempDir dir_;
+  TempDir dir_{"blobs"};
   FakeClock clock_;
   SodiumRandom random_;
   std::unique_ptr<store::SqliteStore> sqlite_ = open_sqlite(dir_.path(), clock_);
@@ -576,7 +558,7 @@ class LocalBlobStoreTest : public testing::Test {
  protected:
   fs::path root() const { return dir_.path() / "blobs"; }
 
-  TempDir dir_;
+  TempDir dir_{"blobs"};
   FakeClock clock_;
   SodiumRandom random_;
 };

@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/random.h"
+#include "core/temp_dir_for_tests.h"
 
 namespace ig::blobs {
 namespace {
@@ -131,17 +132,9 @@ TEST_F(UrlSignerTest, AShortKeyFailsClosed) {
 
 class SigningSecretFileTest : public testing::Test {
  protected:
-  SigningSecretFileTest() {
-    std::string pattern = (fs::temp_directory_path() / "imagegate-sign-XXXXXX").string();
-    if (mkdtemp(pattern.data()) != nullptr) dir_ = pattern;
-  }
-  ~SigningSecretFileTest() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  fs::path key_path() const { return dir_ / "data" / "url_signing.key"; }
+  fs::path key_path() const { return dir_.path() / "data" / "url_signing.key"; }
 
-  fs::path dir_;
+  TempDir dir_{"sign"};
   SodiumRandom random_;
 };
 

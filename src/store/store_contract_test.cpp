@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/temp_dir_for_tests.h"
 #include "jobs/job.h"
 #include "store/memory/memory_store.h"
 #include "store/sqlite/raw_db_for_tests.h"
@@ -71,25 +72,6 @@ std::string joined(const std::vector<std::string>& lines) {
   return out;
 }
 
-// A fresh directory under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "imagegate-store-XXXXXX").string();
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 // --- backends ---
 
 // One backend instance under test, owning whatever it needs (files, servers).
@@ -123,7 +105,7 @@ class SqliteBackend final : public Backend {
   bool ready() const { return store_ != nullptr; }
 
  private:
-  TempDir dir_;  // declared first: outlives the store
+  TempDir dir_{"store"};  // declared first: outlives the store
   std::unique_ptr<SqliteStore> store_;
 };
 
@@ -2003,7 +1985,7 @@ class SqliteStoreTest : public testing::Test {
   }
 
   FakeClock clock_;
-  TempDir dir_;
+  TempDir dir_{"store"};
   std::string path_ = (dir_.path() / "nested" / "dirs" / "imagegate.db").string();
 };
 

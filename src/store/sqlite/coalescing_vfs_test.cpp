@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include "core/temp_dir_for_tests.h"
 #include "store/sqlite/raw_db_for_tests.h"
 
 namespace ig::store::detail {
@@ -17,15 +18,12 @@ constexpr int kCreate = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 class CoalescingVfsTest : public testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/ig_vfs_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/t.db";
+    ASSERT_FALSE(dir_.path().empty());
+    path_ = (dir_.path() / "t.db").string();
     ASSERT_NE(coalescing_vfs_name(), nullptr);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  std::string dir_;
+  TempDir dir_{"vfs"};
   std::string path_;
 };
 
@@ -88,10 +86,10 @@ TEST_F(CoalescingVfsTest, TheWalLeftBehindHoldsEveryCommit) {
     int persist = 1;
     ASSERT_EQ(sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist), SQLITE_OK);
     sqlite3_close(db);  // ...keeps the writer from being the last one to close
-    std::filesystem::copy_file(path_ + "-wal", dir_ + "/copy.db-wal");
-    std::filesystem::copy_file(path_, dir_ + "/copy.db");
+    std::filesystem::copy_file(path_ + "-wal", (dir_.path() / "copy.db-wal").string());
+    std::filesystem::copy_file(path_, (dir_.path() / "copy.db").string());
   }
-  RawDb reader(dir_ + "/copy.db");
+  RawDb reader((dir_.path() / "copy.db").string());
   EXPECT_EQ(reader.last_column("SELECT count(*) || ':' || sum(k) FROM t"), "50:1225\n");
   EXPECT_EQ(reader.last_column("PRAGMA integrity_check"), "ok\n");
 }
