@@ -23,7 +23,8 @@
 #
 #   This VM's speed drifts by +-10-20 % from minute to minute, nginx included, so with
 #   BENCH_REPEATS=N (default 1) the nginx and imagegate runs alternate N times at each
-#   concurrency and the median of the N paired ratios is the one judged.
+#   concurrency and the median of the N paired ratios (the lower middle one for an even N)
+#   is the one judged.
 # Knobs: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_CONNECTIONS ("32 64 128"), BENCH_THREADS (1),
 # BENCH_REPEATS (1),
 # BENCH_CONCURRENT (2000), BENCH_SLOW_MS (10000), BENCH_4K_REPEATS (3), NGINX_WORKERS (auto),
@@ -123,6 +124,8 @@ ledger_check() {
   echo "$(tail -2 <<<"$out" | tr '\n' ' ')(exit $rc)"
 }
 kb() { awk '{print $1}' <<<"$1"; }
+# rep_suffix N: the result-name suffix of part 1's Nth paired run ("" for the first).
+rep_suffix() { if [ "$1" -gt 1 ]; then echo "_r$1"; fi; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # =============================================================================================
@@ -187,15 +190,14 @@ if [[ "$SKIP" != *" 1 "* ]]; then
     CMDS+=("wrk -t$THREADS -c$CONNS -d$DURATION --latency -H \"Authorization: Bearer \$KEY\" -s post.lua ${url}")
   }
 
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
   P_IG_FAKE_GEN=0 P_IG_FAKE_CONNS=0
   for CONNS in $CONNS_LIST; do
     bench_log "1. throughput at $CONNS connections: fake direct ($DURATION)"
     measure1 "p_fake_$CONNS" "$FAKE_URL" -- "$FAKE_PID"
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
     pair_ratios=()
     for ((rep = 1; rep <= REPEATS; rep++)); do
-      suffix=""
-      [ "$rep" -gt 1 ] && suffix="_r$rep"
+      suffix="$(rep_suffix "$rep")"
       bench_log "1. throughput at $CONNS connections: nginx -> fake (run $rep of $REPEATS)"
       # shellcheck disable=SC2086
       measure1 "p_ngx_$CONNS$suffix" "$NGX_URL" -- "$NGX_PID" $NGX_WORKER_PIDS
@@ -387,8 +389,7 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   for c in $CONNS_LIST; do
   runs=("p_fake_$c:fake direct, $c conns")
   for ((rep = 1; rep <= REPEATS; rep++)); do
-    suffix="" tag=""
-    [ "$rep" -gt 1 ] && suffix="_r$rep"
+    suffix="$(rep_suffix "$rep")" tag=""
     [ "$REPEATS" -gt 1 ] && tag=" #$rep"
     runs+=("p_ngx_$c$suffix:nginx -> fake, $c conns$tag" "p_ig_$c$suffix:imagegate -> fake, $c conns$tag")
   done
@@ -406,7 +407,7 @@ if [[ "$SKIP" != *" 1 "* ]]; then
     v1="R_IG_NGX_$c" v2="R_IG_FAKE_$c" v3="R_NGX_FAKE_$c"
     v4="PAIRS_$c"
     if [ "$REPEATS" -gt 1 ]; then
-      echo "ratios at $c conns: imagegate/nginx ${!v1} (median of the paired runs' ${!v4// /, }), imagegate/direct ${!v2} and nginx/direct ${!v3} (first runs)"
+      echo "ratios at $c conns: imagegate/nginx ${!v1} (median of the paired runs: ${!v4// /, }), imagegate/direct ${!v2} and nginx/direct ${!v3} (first runs)"
     else
       echo "ratios at $c conns: imagegate/nginx ${!v1}, imagegate/direct ${!v2}, nginx/direct ${!v3}"
     fi

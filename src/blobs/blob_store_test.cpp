@@ -5,7 +5,6 @@
 #include "blobs/blob_store.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>

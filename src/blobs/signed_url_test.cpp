@@ -1,7 +1,6 @@
 #include "blobs/signed_url.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <cctype>

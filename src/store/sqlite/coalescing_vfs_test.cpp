@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
-#include <stdlib.h>
 
 #include <filesystem>
 #include <string>
@@ -86,8 +85,8 @@ TEST_F(CoalescingVfsTest, TheWalLeftBehindHoldsEveryCommit) {
     int persist = 1;
     ASSERT_EQ(sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist), SQLITE_OK);
     sqlite3_close(db);  // ...keeps the writer from being the last one to close
-    std::filesystem::copy_file(path_ + "-wal", (dir_.path() / "copy.db-wal").string());
-    std::filesystem::copy_file(path_, (dir_.path() / "copy.db").string());
+    std::filesystem::copy_file(path_ + "-wal", dir_.path() / "copy.db-wal");
+    std::filesystem::copy_file(path_, dir_.path() / "copy.db");
   }
   RawDb reader((dir_.path() / "copy.db").string());
   EXPECT_EQ(reader.last_column("SELECT count(*) || ':' || sum(k) FROM t"), "50:1225\n");
