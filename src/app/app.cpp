@@ -32,6 +32,7 @@
 #include "blobs/local/local_blob_store.h"
 #include "blobs/signed_url.h"
 #include "blobs/tiered_blob_store.h"
+#include "core/thread_name.h"
 #include "http/blocking_pool.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -405,8 +406,13 @@ int serve(const Settings& settings) {
   asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
 
   std::vector<std::thread> threads;
-  for (auto& ctx : extra_contexts) threads.emplace_back([c = ctx.get()] { c->run(); });
-  ioc.run();
+  for (std::size_t i = 0; i < extra_contexts.size(); ++i) {
+    threads.emplace_back([c = extra_contexts[i].get(), i] {
+      name_this_thread("ig-io-" + std::to_string(i + 1));
+      c->run();
+    });
+  }
+  ioc.run();  // the main thread keeps the process name: it is IO thread 0
   for (auto& t : threads) t.join();
   upstream_client.shutdown();
   reference_client.shutdown();

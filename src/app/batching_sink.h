@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include "core/thread_name.h"
+
 namespace ig::app {
 
 class BatchingSink final : public spdlog::sinks::base_sink<std::mutex> {
@@ -40,6 +42,7 @@ class BatchingSink final : public spdlog::sinks::base_sink<std::mutex> {
 
  private:
   void run() {
+    name_this_thread("ig-log-writer");
     std::unique_lock lock(stop_mu_);
     while (!stopping_) {
       stop_cv_.wait_for(lock, period_);

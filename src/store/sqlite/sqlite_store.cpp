@@ -24,6 +24,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "core/thread_name.h"
 #include "core/unique_fd.h"
 #include "store/sqlite/coalescing_vfs.h"
 
@@ -728,6 +729,7 @@ class SqlitePool {
   // (hot pages once, not once per commit). A round repeats its PASSIVE pass while commits
   // arrived during it, so it ends caught up and the writer can restart the WAL from its start.
   void checkpointer_loop() {
+    name_this_thread("ig-db-checkpt");
     for (;;) {
       {
         std::unique_lock lock(checkpoint_mu_);
@@ -915,6 +917,7 @@ bool SqlitePool::run_batch(const Batch& batch) {
 }
 
 void SqlitePool::writer_loop() {
+  name_this_thread("ig-db-writer");
   for (;;) {
     Batch batch;
     {
@@ -953,6 +956,7 @@ void SqlitePool::writer_loop() {
 }
 
 void SqlitePool::flusher_loop() {
+  name_this_thread("ig-db-flusher");
   for (;;) {
     Batch batch;
     {
