@@ -125,4 +125,42 @@ std::string to_json_text(const boost::json::value& value) {
   return out;
 }
 
+JsonWriter& JsonWriter::key(std::string_view name) {
+  separate();
+  append_string(out_, boost::json::string_view(name.data(), name.size()));
+  out_ += ':';
+  need_comma_ = false;
+  return *this;
+}
+
+JsonWriter& JsonWriter::string(std::string_view value) {
+  separate();
+  append_string(out_, boost::json::string_view(value.data(), value.size()));
+  need_comma_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::number(std::int64_t value) {
+  separate();
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, value);
+  out_.append(buf, r.ptr);
+  need_comma_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::boolean(bool value) {
+  separate();
+  out_ += value ? "true" : "false";
+  need_comma_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::value(const boost::json::value& value) {
+  separate();
+  append(out_, value);
+  need_comma_ = true;
+  return *this;
+}
+
 }  // namespace ig

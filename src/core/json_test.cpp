@@ -39,5 +39,48 @@ TEST(JsonTextTest, NumbersUsePlainShortestDigits) {
   EXPECT_EQ(to_json_text(boost::json::array{nullptr, true, "x"}), R"([null,true,"x"])");
 }
 
+// The writer must produce what building the same value and rendering it would: same bytes, and
+// text Boost.JSON parses back to an equal value.
+TEST(JsonWriterTest, MatchesRenderingTheBuiltValue) {
+  JsonWriter w;
+  w.begin_object()
+      .str("prompt", "a \"quoted\" cat\n日本")
+      .num("n", -3)
+      .flag("stream", false)
+      .key("empty_object")
+      .begin_object()
+      .end_object()
+      .key("list")
+      .begin_array()
+      .number(1)
+      .string("x")
+      .begin_object()
+      .flag("y", true)
+      .end_object()
+      .begin_array()
+      .end_array()
+      .end_array()
+      .key("raw")
+      .value(boost::json::value(4.7))
+      .end_object();
+  const boost::json::value expected = {
+      {"prompt", "a \"quoted\" cat\n日本"},
+      {"n", -3},
+      {"stream", false},
+      {"empty_object", boost::json::object{}},
+      {"list", boost::json::array{1, "x", boost::json::object{{"y", true}}, boost::json::array{}}},
+      {"raw", 4.7}};
+  EXPECT_EQ(w.text(), to_json_text(expected));
+  EXPECT_EQ(boost::json::parse(w.text()), expected);
+  EXPECT_EQ(w.take(), to_json_text(expected));
+}
+
+TEST(JsonWriterTest, TopLevelScalarsAndEmptyContainers) {
+  EXPECT_EQ(JsonWriter().begin_array().end_array().text(), "[]");
+  EXPECT_EQ(JsonWriter().begin_object().end_object().text(), "{}");
+  EXPECT_EQ(JsonWriter().number(INT64_MIN).text(), "-9223372036854775808");
+  EXPECT_EQ(JsonWriter().string("").text(), R"("")");
+}
+
 }  // namespace
 }  // namespace ig

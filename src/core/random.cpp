@@ -48,9 +48,39 @@ std::string Random::hex(std::size_t bytes) {
   return out;
 }
 
-void SodiumRandom::fill(std::span<std::uint8_t> out) { randombytes_buf(out.data(), out.size()); }
+SodiumRandom::~SodiumRandom() { sodium_memzero(buffer_.data(), buffer_.size()); }
 
-std::uint32_t SodiumRandom::uniform(std::uint32_t upper) { return randombytes_uniform(upper); }
+void SodiumRandom::fill(std::span<std::uint8_t> out) {
+  if (out.size() > kBufferSize / 4) {
+    randombytes_buf(out.data(), out.size());
+    return;
+  }
+  std::lock_guard lock(mu_);
+  std::size_t done = 0;
+  while (done < out.size()) {
+    if (used_ == kBufferSize) {
+      randombytes_buf(buffer_.data(), buffer_.size());
+      used_ = 0;
+    }
+    const std::size_t n = std::min(out.size() - done, kBufferSize - used_);
+    std::copy_n(buffer_.data() + used_, n, out.data() + done);
+    sodium_memzero(buffer_.data() + used_, n);
+    used_ += n;
+    done += n;
+  }
+}
+
+std::uint32_t SodiumRandom::uniform(std::uint32_t upper) {
+  if (upper < 2) return 0;
+  // Rejection sampling, as randombytes_uniform does: values below 2^32 mod upper would make
+  // the low results more likely.
+  const std::uint32_t min = (1U + ~upper) % upper;
+  for (;;) {
+    std::uint32_t r = 0;
+    fill({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
+    if (r >= min) return r % upper;
+  }
+}
 
 std::uint64_t SeededRandom::next() {
   std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);

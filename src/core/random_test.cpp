@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace ig {
 namespace {
@@ -23,6 +26,51 @@ TEST(RandomTest, Base62HasTheAskedLengthAndAlphabet) {
     EXPECT_EQ(s.size(), length);
     EXPECT_TRUE(is_base62(s)) << s;
   }
+}
+
+// Draws come from a shared buffer: concurrent callers must never be handed the same bytes, and
+// a draw that spans a refill must still be whole.
+TEST(RandomTest, SodiumDrawsAreNeverHandedOutTwiceAcrossThreads) {
+  SodiumRandom random;
+  constexpr int kThreads = 4;
+  constexpr int kDraws = 5'000;
+  std::vector<std::vector<std::string>> drawn(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&random, &out = drawn[t], t] {
+      for (int i = 0; i < kDraws; ++i) {
+        // 7, 16, 33 or 60 bytes: sizes that straddle the 256-byte refills at varying offsets.
+        std::string bytes(std::array<std::size_t, 4>{7, 16, 33, 60}[(i + t) % 4], '\0');
+        random.fill({reinterpret_cast<std::uint8_t*>(bytes.data()), bytes.size()});
+        out.push_back(std::move(bytes));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<std::string> unique;
+  for (const auto& list : drawn) {
+    for (const auto& bytes : list) {
+      if (bytes.size() >= 16) EXPECT_TRUE(unique.insert(bytes).second);
+    }
+  }
+  EXPECT_GT(unique.size(), 10'000u);
+}
+
+TEST(RandomTest, SodiumUniformStaysInRangeAndCoversIt) {
+  SodiumRandom random;
+  EXPECT_EQ(random.uniform(0), 0u);
+  EXPECT_EQ(random.uniform(1), 0u);
+  std::array<int, 7> counts{};
+  for (int i = 0; i < 7'000; ++i) {
+    const std::uint32_t r = random.uniform(7);
+    ASSERT_LT(r, 7u);
+    ++counts[r];
+  }
+  for (int c : counts) {
+    EXPECT_GT(c, 800);  // ~1,000 each; +-200 is over 6 standard deviations
+    EXPECT_LT(c, 1200);
+  }
+  for (int i = 0; i < 1'000; ++i) EXPECT_LT(random.uniform(0x80000001u), 0x80000001u);
 }
 
 TEST(RandomTest, Base62IsDeterministicForASeedAndDiffersAcrossSeeds) {

@@ -73,22 +73,24 @@ Result<void> check_capabilities(const ImageRequest& req, const ModelCapabilities
   return {};
 }
 
-json::object params_object(const ImageRequest& req, const ResolvedSize& size) {
-  json::object o{{"prompt", req.prompt},
-                 {"n", req.n},
-                 {"size", size.label},
-                 {"width", size.size.width},
-                 {"height", size.size.height},
-                 {"tier", std::string(to_string(size.tier))},
-                 {"quality", req.quality.value_or("")},
-                 {"background", req.background},
-                 {"output_format", req.output_format},
-                 {"reference_images", req.images.size()},
-                 {"mask", req.mask.has_value()},
-                 {"stream", req.stream}};
-  if (req.output_compression) o["output_compression"] = *req.output_compression;
-  if (!req.user.empty()) o["user"] = req.user;
-  return o;
+// Opens params_json's object and writes the request's fields; the caller may add "task" and
+// closes it.
+void begin_params(JsonWriter& out, const ImageRequest& req, const ResolvedSize& size) {
+  out.begin_object()
+      .str("prompt", req.prompt)
+      .num("n", req.n)
+      .str("size", size.label)
+      .num("width", size.size.width)
+      .num("height", size.size.height)
+      .str("tier", to_string(size.tier))
+      .str("quality", req.quality.value_or(""))
+      .str("background", req.background)
+      .str("output_format", req.output_format)
+      .num("reference_images", static_cast<std::int64_t>(req.images.size()))
+      .flag("mask", req.mask.has_value())
+      .flag("stream", req.stream);
+  if (req.output_compression) out.num("output_compression", *req.output_compression);
+  if (!req.user.empty()) out.str("user", req.user);
 }
 
 // Persists the job engine's progress on an async job: which channel is being tried (counted
@@ -264,9 +266,10 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   task.mask = std::move(mask);
   task.partial_images = request.stream ? request.partial_images : 0;
 
-  json::object params = params_object(request, *size);
+  JsonWriter params(1024);  // an async job's params with its task are ~600 bytes plus the prompt
+  begin_params(params, request, *size);
   if (!caller.async) {
-    new_job.params_json = to_json_text(params);
+    new_job.params_json = params.end_object().take();
     // Committed is enough: the caller hears of this job only after its durable finish.
     auto create = [this, &new_job] { return store_.create_job(new_job); };
     auto created = co_await batched_write(store_, create, store::Store::Durability::kCommitted);
@@ -310,8 +313,9 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
           Error{ErrorCode::kInternal, "storing the reference images failed: " + put_error});
     }
   }
-  params["task"] = encode_prepared(prepared, stored_inputs, stored_mask);
-  new_job.params_json = to_json_text(params);
+  params.key("task");
+  encode_prepared(params, prepared, stored_inputs, stored_mask);
+  new_job.params_json = params.end_object().take();
   // The balance is read in the same transaction, for the reply's X-Credits-Remaining.
   struct Created {
     Job job;

@@ -2,14 +2,20 @@
 
 #include <boost/json.hpp>
 
+#include "core/json.h"
+
 namespace ig::jobs {
 namespace json = boost::json;
 
 namespace {
 
-json::object input_json(const StoredInput& in) {
-  return json::object{{"blob", in.blob_id}, {"mime", in.mime}, {"width", in.width},
-                      {"height", in.height}};
+void write_input(JsonWriter& out, const StoredInput& in) {
+  out.begin_object()
+      .str("blob", in.blob_id)
+      .str("mime", in.mime)
+      .num("width", in.width)
+      .num("height", in.height)
+      .end_object();
 }
 
 std::string str(const json::object& o, std::string_view key) {
@@ -45,7 +51,8 @@ Result<providers::InputImage> load_input(const json::value& v, blobs::BlobStore&
   auto stat = blobs.stat(blob);
   if (!stat) return fail(ErrorCode::kInternal, "input image " + blob + " is gone");
   auto bytes = blobs.read(blob, 0, stat->size);
-  if (!bytes) return fail(ErrorCode::kInternal, "input image " + blob + ": " + bytes.error().message);
+  if (!bytes)
+    return fail(ErrorCode::kInternal, "input image " + blob + ": " + bytes.error().message);
   providers::InputImage img;
   img.bytes = std::move(*bytes);
   img.mime = str(o, "mime");
@@ -56,40 +63,47 @@ Result<providers::InputImage> load_input(const json::value& v, blobs::BlobStore&
 
 }  // namespace
 
-json::object encode_prepared(const PreparedImageJob& job, const std::vector<StoredInput>& inputs,
-                             const std::optional<StoredInput>& mask) {
+void encode_prepared(JsonWriter& out, const PreparedImageJob& job,
+                     const std::vector<StoredInput>& inputs,
+                     const std::optional<StoredInput>& mask) {
   const providers::ImageTask& t = job.task;
-  json::array in;
-  for (const auto& i : inputs) in.push_back(input_json(i));
-  json::object o{
-      {"async", job.async},
-      {"size",
-       json::object{{"width", job.size.size.width},
-                    {"height", job.size.size.height},
-                    {"tier", std::string(to_string(job.size.tier))},
-                    {"label", job.size.label},
-                    {"quality", job.size.quality}}},
-      {"price_input",
-       json::object{{"tier", std::string(to_string(job.price_input.tier))},
-                    {"quality", job.price_input.quality},
-                    {"n", job.price_input.n},
-                    {"reference_images", job.price_input.reference_images},
-                    {"prompt_chars", job.price_input.prompt_chars}}},
-      {"edit", t.edit},
-      {"prompt", t.prompt},
-      {"n", t.n},
-      {"size_label", t.size_label},
-      {"quality", t.quality},
-      {"background", t.background},
-      {"output_format", t.output_format},
-      {"moderation", t.moderation},
-      {"user", t.user},
-      {"deadline_ms", t.deadline_ms},
-      {"inputs", std::move(in)}};
-  if (job.size.ratio) o["size"].get_object()["ratio"] = *job.size.ratio;
-  if (t.output_compression) o["output_compression"] = *t.output_compression;
-  if (mask) o["mask"] = input_json(*mask);
-  return o;
+  out.begin_object().flag("async", job.async);
+  out.key("size")
+      .begin_object()
+      .num("width", job.size.size.width)
+      .num("height", job.size.size.height)
+      .str("tier", to_string(job.size.tier))
+      .str("label", job.size.label)
+      .str("quality", job.size.quality);
+  if (job.size.ratio) out.str("ratio", *job.size.ratio);
+  out.end_object();
+  out.key("price_input")
+      .begin_object()
+      .str("tier", to_string(job.price_input.tier))
+      .str("quality", job.price_input.quality)
+      .num("n", job.price_input.n)
+      .num("reference_images", job.price_input.reference_images)
+      .num("prompt_chars", job.price_input.prompt_chars)
+      .end_object();
+  out.flag("edit", t.edit)
+      .str("prompt", t.prompt)
+      .num("n", t.n)
+      .str("size_label", t.size_label)
+      .str("quality", t.quality)
+      .str("background", t.background)
+      .str("output_format", t.output_format)
+      .str("moderation", t.moderation)
+      .str("user", t.user)
+      .num("deadline_ms", t.deadline_ms);
+  out.key("inputs").begin_array();
+  for (const auto& i : inputs) write_input(out, i);
+  out.end_array();
+  if (t.output_compression) out.num("output_compression", *t.output_compression);
+  if (mask) {
+    out.key("mask");
+    write_input(out, *mask);
+  }
+  out.end_object();
 }
 
 Result<PreparedImageJob> decode_prepared(const Job& job, const Catalog& catalog,

@@ -9,6 +9,7 @@
 
 #include "blobs/blob_store.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "jobs/catalog.h"
 #include "jobs/image_pipeline.h"
 #include "jobs/job.h"
@@ -23,11 +24,11 @@ struct StoredInput {
   int height = 0;
 };
 
-// The "task" object for params_json. `inputs` and `mask` name the blobs of job.task.images and
-// job.task.mask (same order).
-boost::json::object encode_prepared(const PreparedImageJob& job,
-                                    const std::vector<StoredInput>& inputs,
-                                    const std::optional<StoredInput>& mask);
+// Writes the "task" object of params_json (one JSON object) to `out`. `inputs` and `mask` name
+// the blobs of job.task.images and job.task.mask (same order).
+void encode_prepared(JsonWriter& out, const PreparedImageJob& job,
+                     const std::vector<StoredInput>& inputs,
+                     const std::optional<StoredInput>& mask);
 
 // Rebuilds the prepared job of a stored async job: model from the catalog, inputs read back
 // from the blobs (blocking). kNotFound when the job carries no task (a sync job, or one created

@@ -60,14 +60,16 @@ class PreparedJobCodecTest : public ::testing::Test {
     }
     auto mask_info = blobs_.put(p.task.mask->bytes, p.task.mask->mime);
     std::optional<StoredInput> mask = StoredInput{mask_info->id, "image/png", 10, 20};
-    boost::json::object params{{"prompt", p.task.prompt}};
-    params["task"] = encode_prepared(p, inputs, mask);
+    JsonWriter params;
+    params.begin_object().str("prompt", p.task.prompt).key("task");
+    encode_prepared(params, p, inputs, mask);
+    params.end_object();
     Job job;
     job.id = p.job_id;
     job.user_id = p.user_id;
     job.model = p.model->id;
     job.reserved = p.price;
-    job.params_json = to_json_text(params);
+    job.params_json = params.take();
     return job;
   }
 
