@@ -79,7 +79,8 @@ EOF
 # Waits (up to ~15 s) until FILE contains a line matching REGEX.
 wait_for_line() {
   local file="$1" regex="$2" pid="${3:-}"
-  for _ in $(seq 1 150); do
+  # BENCH_START_TIMEOUT (seconds, default 15): longer for a server started under valgrind.
+  for _ in $(seq 1 "$((${BENCH_START_TIMEOUT:-15} * 10))"); do
     grep -qE "$regex" "$file" 2>/dev/null && return 0
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
     sleep 0.1
@@ -96,8 +97,10 @@ start_imagegate() {
   IG_STDERR="$data/stderr.log"
   local args=()
   [ -n "$config" ] && args+=(--config "$config")
+  # IG_WRAPPER: an array of words run in front of the binary (e.g. valgrind and its options).
   IMAGEGATE_DATA_DIR="$data" IMAGEGATE_LISTEN=127.0.0.1:0 \
-    "$BENCH_REPO/build/release/imagegate" "${args[@]}" serve >"$IG_STDOUT" 2>"$IG_STDERR" &
+    ${IG_WRAPPER[@]+"${IG_WRAPPER[@]}"} "${IG_BIN:-$BENCH_REPO/build/release/imagegate}" \
+    "${args[@]}" serve >"$IG_STDOUT" 2>"$IG_STDERR" &
   IG_PID=$!
   BENCH_PIDS+=("$IG_PID")
   if ! wait_for_line "$IG_STDOUT" 'imagegate listening on http://' "$IG_PID"; then

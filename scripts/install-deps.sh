@@ -12,7 +12,7 @@ build_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_pkgs=(python3 python3-pytest python3-requests sqlite3)
-bench_pkgs=(wrk nginx-light python3)
+bench_pkgs=(wrk nginx-light python3 valgrind)
 fuzz_pkgs=(clang-16 libclang-rt-16-dev)
 
 want=("${build_pkgs[@]}")

@@ -137,6 +137,24 @@ void BM_ToJsonText_MePrebuilt(benchmark::State& state) {
 }
 BENCHMARK(BM_ToJsonText_MePrebuilt);
 
+// A b64_json reply: one image as base64 (range(0) bytes of it), rendered into the reply text.
+// The escape scan over the base64 is most of the work.
+void BM_ToJsonText_B64Image(benchmark::State& state) {
+  std::string b64;
+  b64.reserve(static_cast<std::size_t>(state.range(0)));
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::int64_t i = 0; i < state.range(0); ++i) b64 += kAlphabet[(i * 7919) % 64];
+  const json::value v = json::object{
+      {"created", 1}, {"data", json::array{json::object{{"b64_json", b64}}}}};
+  for (auto _ : state) {
+    auto text = ig::to_json_text(v);
+    benchmark::DoNotOptimize(text);
+  }
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_ToJsonText_B64Image)->Arg(21'000)->Arg(4'000'000);
+
 ig::http::Handler noop_handler() {
   return [](ig::http::Request&) -> asio::awaitable<ig::http::Response> {
     co_return ig::http::Response::json(200, "{}");

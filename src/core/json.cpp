@@ -3,9 +3,34 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace ig {
 namespace {
+
+bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+
+// The first byte of [p, end) that needs an escape, or end. Eight bytes at a time: a word with
+// no control byte, quote or backslash is skipped whole (prompts and base64 images have none).
+// The zero-byte test can flag a word falsely only above a byte that truly matched, so a
+// flagged word always holds a match and the byte loop below finds it.
+const char* find_escape(const char* p, const char* const end) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHighs = 0x8080808080808080ULL;
+  while (end - p >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    const std::uint64_t quote = w ^ (kOnes * '"');
+    const std::uint64_t backslash = w ^ (kOnes * '\\');
+    const std::uint64_t hits =
+        ((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((w - kOnes * 0x20) & ~w);
+    if ((hits & kHighs) != 0) break;
+    p += 8;
+  }
+  while (p != end && !needs_escape(static_cast<unsigned char>(*p))) ++p;
+  return p;
+}
 
 // The escapes Boost.JSON's serializer writes (json_test.cpp holds the two to the same bytes):
 // quote, backslash and the C0 controls; every other byte, UTF-8 included, passes through. Going
@@ -14,13 +39,12 @@ void append_string(std::string& out, boost::json::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.reserve(out.size() + s.size() + 2);
   out += '"';
-  const char* run = s.data();
   const char* const end = s.data() + s.size();
-  for (const char* p = run; p != end; ++p) {
-    const auto c = static_cast<unsigned char>(*p);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+  const char* run = s.data();
+  for (const char* p = find_escape(run, end); p != end; p = find_escape(p, end)) {
     out.append(run, p);
-    run = p + 1;
+    const auto c = static_cast<unsigned char>(*p);
+    run = ++p;
     switch (c) {
       case '"':
         out += "\\\"";

@@ -31,6 +31,23 @@ TEST(JsonTextTest, StringsEscapeByteForByteLikeBoostJson) {
   }
 }
 
+// Strings are scanned eight bytes at a time: one byte to escape at every offset of long clean
+// text (ASCII and UTF-8), each escape kind, must come out as Boost.JSON writes it.
+TEST(JsonTextTest, EscapesAtEveryOffsetOfLongCleanText) {
+  const std::string clean = "The quick brown fox, 日本語 \x7f\xff~ jumps over 0123456789";
+  const std::string specials = std::string("\"\\\b\f\n\r\t\x01\x1f", 9) + std::string(1, '\0');
+  for (char special : specials) {
+    for (std::size_t at = 0; at <= clean.size(); ++at) {
+      std::string s = clean;
+      s.insert(at, 1, special);
+      const boost::json::value v = boost::json::string(s);
+      ASSERT_EQ(to_json_text(v), boost::json::serialize(v)) << "escape at " << at;
+    }
+  }
+  const boost::json::value plain = boost::json::string(clean + clean + clean);
+  EXPECT_EQ(to_json_text(plain), boost::json::serialize(plain));
+}
+
 TEST(JsonTextTest, NumbersUsePlainShortestDigits) {
   EXPECT_EQ(to_json_text(boost::json::value(4.7)), "4.7");
   EXPECT_EQ(to_json_text(boost::json::value(-12)), "-12");
