@@ -11,6 +11,8 @@
 #   1. GET /v1/me                       (wrk, 4 connections)
 #   2. async task creates, seed 002     (wrk, 4 connections; the fake Kie upstream never
 #      finishes a task and max_running is 1, so nothing but the creates runs)
+#   3. sync image generations           (a second server, with the fake OpenAI upstream
+#      answering a 1024x1024 PNG as b64_json; response_format url, as bench_images.sh)
 # Counters are zeroed after a warm-up and dumped after each measurement; the count is divided
 # by the requests wrk completed, in all and for the IO threads and the store's threads apart. Kernel work (system calls, TCP, fdatasync) is not in the
 # figure, and 4 connections make smaller group commits than the throughput benchmarks, so the
@@ -49,6 +51,25 @@ KIE_PID=$!
 BENCH_PIDS+=("$KIE_PID")
 wait_for_line "$KIE_LOG" 'fake-kie listening on ' "$KIE_PID" || { cat "$KIE_LOG" >&2; exit 1; }
 KIE_PORT="$(sed -nE 's/^fake-kie listening on [0-9.]+:([0-9]+).*/\1/p' "$KIE_LOG" | head -1)"
+
+start_fake_openai "$BENCH_TMP/fake"
+IMAGES_CFG="$BENCH_TMP/images.toml"
+cat >"$IMAGES_CFG" <<EOF
+[bootstrap]
+free_credits = "1000000"
+[images]
+default_response_format = "url"
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "http://127.0.0.1:$FAKE_PORT/v1"
+api_key = "bench-openai-key"
+[[models]]
+id = "gpt-image-2"
+channels = ["fake"]
+EOF
+write_wrk_post_script "$BENCH_TMP/image.lua" \
+  '{"model":"gpt-image-2","prompt":"bench","size":"1024x1024","response_format":"url"}'
 
 CFG="$BENCH_TMP/imagegate.toml"
 cat >"$CFG" <<EOF
@@ -101,19 +122,40 @@ measure() {
 }
 
 printf '%-28s %-8s %9s %12s %12s %12s\n' "binary" "request" "requests" "Ir all" "Ir IO" "Ir store"
-for bin in "${BINARIES[@]}"; do
-  IG_BIN="$bin"
+# start_under_callgrind BINARY CONFIG: imagegate under callgrind, one thread per dump file.
+start_under_callgrind() {
+  IG_BIN="$1"
   IG_WRAPPER=(valgrind --tool=callgrind --separate-threads=yes
     --callgrind-out-file="$BENCH_TMP/cg.%p.out")
-  BENCH_START_TIMEOUT=180 start_imagegate "$BENCH_TMP/ig.$RANDOM" "$CFG"
+  BENCH_START_TIMEOUT=180 start_imagegate "$BENCH_TMP/ig.$RANDOM" "$2"
+  unset IG_WRAPPER IG_BIN
+}
+
+stop_server() {
+  kill -TERM "$IG_PID" 2>/dev/null || true
+  wait "$IG_PID" 2>/dev/null || true
+}
+
+for bin in "${BINARIES[@]}"; do
   label="$(basename "$(dirname "$bin")")/$(basename "$bin")"
-  for what in me create; do
-    if [ "$what" = me ]; then
-      result="$(measure me "http://127.0.0.1:$IG_PORT/v1/me" "$BENCH_TMP/report.lua")" || result=""
-    else
-      result="$(measure create "http://127.0.0.1:$IG_PORT/api/v1/images/generations" \
-        "$BENCH_TMP/create.lua")" || result=""
-    fi
+  for what in me create image; do
+    case "$what" in
+      me)
+        start_under_callgrind "$bin" "$CFG"
+        result="$(measure me "http://127.0.0.1:$IG_PORT/v1/me" "$BENCH_TMP/report.lua")" || result=""
+        ;;
+      create)
+        result="$(measure create "http://127.0.0.1:$IG_PORT/api/v1/images/generations" \
+          "$BENCH_TMP/create.lua")" || result=""
+        stop_server
+        ;;
+      image)
+        start_under_callgrind "$bin" "$IMAGES_CFG"
+        result="$(measure image "http://127.0.0.1:$IG_PORT/v1/images/generations" \
+          "$BENCH_TMP/image.lua")" || result=""
+        stop_server
+        ;;
+    esac
     if [ -z "$result" ]; then
       bench_log "measuring $bin failed; BENCH_KEEP_TMP=1 keeps $BENCH_TMP"
       exit 1
@@ -121,7 +163,4 @@ for bin in "${BINARIES[@]}"; do
     read -r n all io store <<<"$result"
     printf '%-28s %-8s %9s %12s %12s %12s\n' "$label" "$what" "$n" "$all" "$io" "$store"
   done
-  kill -TERM "$IG_PID" 2>/dev/null || true
-  wait "$IG_PID" 2>/dev/null || true
-  unset IG_WRAPPER IG_BIN
 done
