@@ -47,12 +47,7 @@ SKIP=" ${BENCH_SKIP:-} "
 GEN=/v1/images/generations
 BODY_1K='{"model":"gpt-image-2","prompt":"bench","size":"1024x1024","response_format":"url"}'
 
-for tool in wrk nginx curl python3; do
-  command -v "$tool" >/dev/null || {
-    echo "bench_images: '$tool' not found (scripts/install-deps.sh bench)" >&2
-    exit 1
-  }
-done
+bench_need_tools bench_images wrk nginx curl python3
 
 # 2,000 client sockets + 2,000 upstream sockets in imagegate + 2,000 in the fake: raise the
 # descriptor limit before anything starts (children inherit it).

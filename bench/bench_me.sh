@@ -37,12 +37,7 @@ THREADS="${BENCH_THREADS:-1}"
 NO_LOG_VARIANT="${BENCH_NO_LOG_VARIANT:-1}"
 URI=/v1/me
 
-for tool in wrk nginx curl python3; do
-  command -v "$tool" >/dev/null || {
-    echo "bench_me: '$tool' not found (scripts/install-deps.sh bench)" >&2
-    exit 1
-  }
-done
+bench_need_tools bench_me wrk nginx curl python3
 
 bench_init me
 bench_need_release_build

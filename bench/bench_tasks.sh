@@ -43,12 +43,7 @@ if [ -n "$CREATES_ONLY" ]; then
   KIE_DELAY_MAX_MS=3600000
 fi
 
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || {
-    echo "bench_tasks: '$tool' not found (scripts/install-deps.sh bench)" >&2
-    exit 1
-  }
-done
+bench_need_tools bench_tasks wrk curl python3
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 bench_init tasks

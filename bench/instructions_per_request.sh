@@ -28,12 +28,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECONDS_EACH="${BENCH_IPR_SECONDS:-10}"
-for tool in wrk valgrind callgrind_control python3; do
-  command -v "$tool" >/dev/null || {
-    echo "instructions_per_request: '$tool' not found (scripts/install-deps.sh bench)" >&2
-    exit 1
-  }
-done
+bench_need_tools instructions_per_request wrk valgrind callgrind_control python3
 
 bench_init ipr
 BINARIES=("$@")

@@ -7,6 +7,7 @@
 #
 # Provided:
 #   bench_init NAME            temp dir in $BENCH_TMP, cleanup trap, repo paths
+#   bench_need_tools NAME TOOL...  exits with an install hint when a tool is missing
 #   bench_need_release_build   builds build/release/imagegate if missing (waits for other builds)
 #   free_port                  prints a free 127.0.0.1 TCP port
 #   start_imagegate DIR [CONFIG]   sets IG_PID IG_PORT IG_KEY IG_STDOUT IG_STDERR
@@ -21,6 +22,18 @@ BENCH_PIDS=()
 BENCH_TMP=""
 
 bench_log() { printf '[bench] %s\n' "$*" >&2; }
+
+# bench_need_tools NAME TOOL...: exits with a hint when one of the tools is not installed.
+bench_need_tools() {
+  local name="$1" tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || {
+      echo "$name: '$tool' not found (scripts/install-deps.sh bench)" >&2
+      exit 1
+    }
+  done
+}
 
 bench_cleanup() {
   local pid
