@@ -26,6 +26,7 @@
 #include "accounts/authenticator.h"
 #include "api/account_api.h"
 #include "billing/money.h"
+#include "core/base64.h"
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/random.h"
@@ -145,8 +146,8 @@ void BM_ToJsonText_B64Image(benchmark::State& state) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   for (std::int64_t i = 0; i < state.range(0); ++i) b64 += kAlphabet[(i * 7919) % 64];
-  const json::value v = json::object{
-      {"created", 1}, {"data", json::array{json::object{{"b64_json", b64}}}}};
+  const json::value v =
+      json::object{{"created", 1}, {"data", json::array{json::object{{"b64_json", b64}}}}};
   for (auto _ : state) {
     auto text = ig::to_json_text(v);
     benchmark::DoNotOptimize(text);
@@ -154,6 +155,19 @@ void BM_ToJsonText_B64Image(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_ToJsonText_B64Image)->Arg(21'000)->Arg(4'000'000);
+
+// Decoding an upstream's b64_json image (range(0) bytes of base64, no whitespace).
+void BM_Base64Decode(benchmark::State& state) {
+  std::string bytes(static_cast<std::size_t>(state.range(0)) / 4 * 3, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 131 + 7);
+  const std::string b64 = ig::base64_encode(bytes);
+  for (auto _ : state) {
+    auto decoded = ig::base64_decode(b64, bytes.size());
+    benchmark::DoNotOptimize(decoded);
+  }
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_Base64Decode)->Arg(21'000)->Arg(4'000'000);
 
 ig::http::Handler noop_handler() {
   return [](ig::http::Request&) -> asio::awaitable<ig::http::Response> {
