@@ -26,7 +26,8 @@ class Random {
 
 // libsodium's CSPRNG (getrandom). Small requests are served from a 256-byte buffer filled by
 // one getrandom call, so a job id costs a tenth of a system call instead of one; bytes handed
-// out are wiped from the buffer. Thread-safe.
+// out are wiped from the buffer. Thread-safe. Not fork-safe: a forked child would hand out the
+// parent's buffered bytes again (imagegate never forks).
 class SodiumRandom final : public Random {
  public:
   SodiumRandom() = default;
