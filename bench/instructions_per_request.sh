@@ -7,19 +7,20 @@
 #
 #   bench/instructions_per_request.sh [BINARY...]     (default: build/release/imagegate)
 #
-# For each binary, in one process under callgrind (every thread counted, kernel time not):
+# For each binary, under callgrind (every thread counted, kernel time not):
 #   1. GET /v1/me                       (wrk, 4 connections)
-#   2. async task creates, seed 002     (wrk, 4 connections; the fake Kie upstream never
-#      finishes a task and max_running is 1, so nothing but the creates runs)
+#   2. async task creates, seed 002     (wrk, 4 connections, same server; the fake Kie upstream
+#      never finishes a task and max_running is 1, so nothing but the creates runs)
 #   3. sync image generations           (a second server, with the fake OpenAI upstream
 #      answering a 1024x1024 PNG as b64_json; response_format url, as bench_images.sh)
 # Counters are zeroed after a warm-up and dumped after each measurement; the count is divided
-# by the requests wrk completed, in all and for the IO threads and the store's threads apart. Kernel work (system calls, TCP, fdatasync) is not in the
-# figure, and 4 connections make smaller group commits than the throughput benchmarks, so the
-# store's share is larger here: compare builds with it, not with bench_tasks.sh's CPU figures.
-# The store threads' figure also holds work done per unit of time rather than per request (the
-# checkpointer's rounds, condition-variable wake-ups), so it moves with the rate valgrind
-# reached; the IO threads' figure is the steady one.
+# by the requests wrk completed, in all and for the IO threads and the store's threads apart.
+# Kernel work (system calls, TCP, fdatasync) is not in the figure, and 4 connections make
+# smaller group commits than the throughput benchmarks, so the store's share is larger here:
+# compare builds with it, not with bench_tasks.sh's CPU figures. The store threads' figure also
+# holds work done per unit of time rather than per request (the checkpointer's rounds,
+# condition-variable wake-ups), so it moves with the rate valgrind reached; the IO threads'
+# figure is the steady one.
 #
 # Knobs: BENCH_IPR_SECONDS (10): length of each measurement (valgrind runs ~50x slower).
 set -euo pipefail
@@ -41,7 +42,8 @@ write_wrk_post_script "$BENCH_TMP/create.lua" \
   '{"model":"gpt-image-2","prompt":"bench","callback_url":"http://127.0.0.1:9/cb"}'
 
 KIE_LOG="$BENCH_TMP/kie.log"
-python3 "$BENCH_REPO/tests/fakes/fake_kie.py" --port 0 --delay-ms 3600000 --api-key bench-kie-key >"$KIE_LOG" 2>&1 &
+python3 "$BENCH_REPO/tests/fakes/fake_kie.py" --port 0 --delay-ms 3600000 \
+  --api-key bench-kie-key >"$KIE_LOG" 2>&1 &
 KIE_PID=$!
 BENCH_PIDS+=("$KIE_PID")
 wait_for_line "$KIE_LOG" 'fake-kie listening on ' "$KIE_PID" || { cat "$KIE_LOG" >&2; exit 1; }
@@ -116,7 +118,6 @@ measure() {
   echo "$m_requests $((all / m_requests)) $((io / m_requests)) $((store / m_requests))"
 }
 
-printf '%-28s %-8s %9s %12s %12s %12s\n' "binary" "request" "requests" "Ir all" "Ir IO" "Ir store"
 # start_under_callgrind BINARY CONFIG: imagegate under callgrind, one thread per dump file.
 start_under_callgrind() {
   IG_BIN="$1"
@@ -131,13 +132,15 @@ stop_server() {
   wait "$IG_PID" 2>/dev/null || true
 }
 
+printf '%-28s %-8s %9s %12s %12s %12s\n' "binary" "request" "requests" "Ir all" "Ir IO" "Ir store"
 for bin in "${BINARIES[@]}"; do
   label="$(basename "$(dirname "$bin")")/$(basename "$bin")"
   for what in me create image; do
     case "$what" in
       me)
         start_under_callgrind "$bin" "$CFG"
-        result="$(measure me "http://127.0.0.1:$IG_PORT/v1/me" "$BENCH_TMP/report.lua")" || result=""
+        result="$(measure me "http://127.0.0.1:$IG_PORT/v1/me" \
+          "$BENCH_TMP/report.lua")" || result=""
         ;;
       create)
         result="$(measure create "http://127.0.0.1:$IG_PORT/api/v1/images/generations" \
