@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -208,6 +209,67 @@ TEST(Base64Test, ThirtyMegabytesRoundTripQuickly) {
   EXPECT_TRUE(encoded == sodium_encode(bytes));
   // Generous for a sanitized debug build; an optimized build does both in well under 0.2 s.
   EXPECT_LT(elapsed, std::chrono::seconds(10));
+}
+
+// The fast path (32 characters at a time on AVX2 CPUs) must answer exactly as the scalar one:
+// the same bytes, or the same error with the same offset.
+void expect_same_as_scalar(std::string_view text, std::size_t max_bytes) {
+  auto fast = base64_decode(text, max_bytes);
+  auto scalar = detail::base64_decode_scalar(text, max_bytes);
+  ASSERT_EQ(fast.has_value(), scalar.has_value())
+      << "max " << max_bytes << ": " << (fast ? scalar.error().message : fast.error().message);
+  if (fast) {
+    EXPECT_EQ(*fast, *scalar);
+  } else {
+    EXPECT_EQ(fast.error().code, scalar.error().code);
+    EXPECT_EQ(fast.error().message, scalar.error().message);
+  }
+}
+
+TEST(Base64Test, FastPathMatchesScalarForEveryByteAtEveryOffset) {
+  const std::string valid = base64_encode(random_bytes(150, 7));  // 200 characters
+  for (std::size_t at = 0; at < valid.size(); ++at) {
+    for (int b = 0; b < 256; ++b) {
+      std::string text = valid;
+      text[at] = static_cast<char>(b);
+      expect_same_as_scalar(text, std::numeric_limits<std::size_t>::max());
+      if (HasFailure()) {
+        ADD_FAILURE() << "byte " << b << " at offset " << at;
+        return;
+      }
+    }
+  }
+}
+
+TEST(Base64Test, FastPathDecodesLongTextOfEveryLength) {
+  for (std::size_t n = 0; n < 400; ++n) {
+    const std::string bytes = random_bytes(n, static_cast<std::uint32_t>(n));
+    auto decoded = base64_decode(base64_encode(bytes));
+    ASSERT_TRUE(decoded) << n;
+    EXPECT_EQ(*decoded, bytes) << n;
+  }
+}
+
+TEST(Base64Test, FastPathMatchesScalarOnMixedInputAndCaps) {
+  std::mt19937 rng(11);
+  const std::string noise = " \t\r\n=-_.!\x80\xff";
+  for (int round = 0; round < 3000; ++round) {
+    std::string text = base64_encode(random_bytes(rng() % 700, rng()));
+    // A few whitespace, padding or foreign bytes at random places, or none.
+    const int edits = static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      text[rng() % text.size()] = noise[rng() % noise.size()];
+    }
+    const std::size_t caps[] = {std::numeric_limits<std::size_t>::max(), text.size() / 2,
+                                text.size() * 3 / 4, rng() % (text.size() + 1)};
+    for (std::size_t cap : caps) {
+      expect_same_as_scalar(text, cap);
+      if (HasFailure()) {
+        ADD_FAILURE() << "round " << round << " cap " << cap << ": " << text;
+        return;
+      }
+    }
+  }
 }
 
 }  // namespace
