@@ -284,7 +284,10 @@ jobs::JobStatus job_status_from(std::string_view text) {
   return jobs::job_status_from_string(text).value_or(jobs::JobStatus::kQueued);
 }
 
-// Binds as a BLOB (a plain string_view binds as TEXT).
+// Binds as a BLOB (a plain string_view binds as TEXT). Not copied (SQLITE_STATIC): the bytes must
+// stay valid until the statement has run, so bind and run it in one expression. Results are
+// images of up to [store] blob_inline_max_bytes, and a copy of each was a malloc and a memcpy
+// on the writer thread, the store's one serial path.
 struct BlobParam {
   std::string_view bytes;
 };
@@ -395,8 +398,7 @@ class Stmt {
     } else if constexpr (std::is_same_v<T, std::optional<std::int64_t>>) {
       rc = value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index);
     } else if constexpr (std::is_same_v<T, BlobParam>) {
-      rc = sqlite3_bind_blob64(stmt_, index, value.bytes.data(), value.bytes.size(),
-                               SQLITE_TRANSIENT);
+      rc = sqlite3_bind_blob64(stmt_, index, value.bytes.data(), value.bytes.size(), SQLITE_STATIC);
     } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
       rc = value ? sqlite3_bind_text64(stmt_, index, value->data(), value->size(), SQLITE_TRANSIENT,
                                        SQLITE_UTF8)
