@@ -147,8 +147,6 @@ bool have_avx2() {
 }
 #endif
 
-Result<std::string> decode(std::string_view text, std::size_t max_bytes, bool allow_simd);
-
 }  // namespace
 
 std::string base64_encode(std::string_view bytes) {
@@ -176,16 +174,6 @@ std::string base64_encode(std::string_view bytes) {
   });
   return out;
 }
-
-Result<std::string> base64_decode(std::string_view text, std::size_t max_bytes) {
-  return decode(text, max_bytes, /*allow_simd=*/true);
-}
-
-namespace detail {
-Result<std::string> base64_decode_scalar(std::string_view text, std::size_t max_bytes) {
-  return decode(text, max_bytes, /*allow_simd=*/false);
-}
-}  // namespace detail
 
 namespace {
 
@@ -334,4 +322,15 @@ Result<std::string> decode(std::string_view text, std::size_t max_bytes, bool al
 }
 
 }  // namespace
+
+Result<std::string> base64_decode(std::string_view text, std::size_t max_bytes) {
+  return decode(text, max_bytes, /*allow_simd=*/true);
+}
+
+namespace detail {
+Result<std::string> base64_decode_scalar(std::string_view text, std::size_t max_bytes) {
+  return decode(text, max_bytes, /*allow_simd=*/false);
+}
+}  // namespace detail
+
 }  // namespace ig
