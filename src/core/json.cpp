@@ -42,7 +42,7 @@ void append_string(std::string& out, boost::json::string_view s) {
   const char* const end = s.data() + s.size();
   const char* run = s.data();
   for (const char* p = find_escape(run, end); p != end; p = find_escape(p, end)) {
-    out.append(run, p);
+    out.append(run, static_cast<std::size_t>(p - run));
     const auto c = static_cast<unsigned char>(*p);
     run = ++p;
     switch (c) {
@@ -73,7 +73,7 @@ void append_string(std::string& out, boost::json::string_view s) {
       }
     }
   }
-  out.append(run, end);
+  out.append(run, static_cast<std::size_t>(end - run));
   out += '"';
 }
 
@@ -88,12 +88,12 @@ void append(std::string& out, const boost::json::value& v) {
       break;
     case boost::json::kind::int64: {
       auto r = std::to_chars(buf, buf + sizeof buf, v.get_int64());
-      out.append(buf, r.ptr);
+      out.append(buf, static_cast<std::size_t>(r.ptr - buf));
       break;
     }
     case boost::json::kind::uint64: {
       auto r = std::to_chars(buf, buf + sizeof buf, v.get_uint64());
-      out.append(buf, r.ptr);
+      out.append(buf, static_cast<std::size_t>(r.ptr - buf));
       break;
     }
     case boost::json::kind::double_: {
@@ -107,7 +107,7 @@ void append(std::string& out, const boost::json::value& v) {
       auto r = (mag >= 1e-7 && mag < 1e15)
                    ? std::to_chars(buf, buf + sizeof buf, d, std::chars_format::fixed)
                    : std::to_chars(buf, buf + sizeof buf, d);
-      out.append(buf, r.ptr);
+      out.append(buf, static_cast<std::size_t>(r.ptr - buf));
       break;
     }
     case boost::json::kind::string:
@@ -168,7 +168,7 @@ JsonWriter& JsonWriter::number(std::int64_t value) {
   separate();
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof buf, value);
-  out_.append(buf, r.ptr);
+  out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
   need_comma_ = true;
   return *this;
 }
