@@ -1,13 +1,14 @@
 #include "api/images_api.h"
 
-#include "api/callback_url.h"
-#include "api/task_views.h"
-
+#include <algorithm>
 #include <boost/asio/this_coro.hpp>
 #include <boost/json.hpp>
 
+#include "api/callback_url.h"
 #include "api/image_request.h"
+#include "api/public_url.h"
 #include "api/request_auth.h"
+#include "api/task_views.h"
 #include "blobs/http_range.h"
 #include "core/base64.h"
 #include "core/json.h"
@@ -77,6 +78,24 @@ class SsePartialSink final : public providers::PartialSink {
   const ImagesApi::StreamState& state_;
 };
 
+// What was delivered: an upstream may answer with another size or format than was asked for,
+// and a client names and decodes the file from these fields.
+std::string delivered_size(const jobs::ImageJobOutcome& outcome) {
+  if (!outcome.images.empty() && outcome.images[0].width > 0 && outcome.images[0].height > 0) {
+    return std::to_string(outcome.images[0].width) + "x" + std::to_string(outcome.images[0].height);
+  }
+  return outcome.size.label;
+}
+
+std::string delivered_format(const jobs::ImageJobOutcome& outcome, const std::string& requested) {
+  if (outcome.images.empty()) return requested;
+  const std::string& mime = outcome.images[0].mime;
+  if (mime == "image/png") return "png";
+  if (mime == "image/jpeg") return "jpeg";
+  if (mime == "image/webp") return "webp";
+  return requested;
+}
+
 }  // namespace
 
 ImagesApi::ImagesApi(store::Store& store, BlockingPool& pool, accounts::Authenticator& auth,
@@ -105,16 +124,12 @@ void ImagesApi::register_routes(http::Router& router) {
 }
 
 std::string ImagesApi::base_url(const http::Request& req) const {
-  for (const auto& proxy : settings_.trusted_proxies) {
-    if (proxy != req.remote_ip) continue;
-    auto proto = req.header("x-forwarded-proto");
-    auto host = req.header("x-forwarded-host");
-    if (host && !host->empty() && host->find_first_of("/ \\@") == std::string_view::npos) {
-      std::string p = proto && (*proto == "https" || *proto == "http") ? std::string(*proto) : "http";
-      return p + "://" + std::string(*host);
-    }
-  }
-  return public_base_url_;
+  const bool trusted = std::find(settings_.trusted_proxies.begin(), settings_.trusted_proxies.end(),
+                                 req.remote_ip) != settings_.trusted_proxies.end();
+  if (!trusted) return public_base_url_;
+  return forwarded_base_url(public_base_url_, !settings_.public_base_url_configured,
+                            ForwardedHeaders{req.header("x-forwarded-proto"),
+                                             req.header("x-forwarded-host"), req.header("host")});
 }
 
 std::string ImagesApi::render_reply(const jobs::ImageJobOutcome& outcome,
@@ -145,9 +160,9 @@ std::string ImagesApi::render_reply(const jobs::ImageJobOutcome& outcome,
   json::object reply{{"created", clock_.now_s()},
                      {"data", std::move(data)},
                      {"background", background == "auto" ? "opaque" : background},
-                     {"output_format", output_format},
+                     {"output_format", delivered_format(outcome, output_format)},
                      {"quality", outcome.quality},
-                     {"size", outcome.size.label}};
+                     {"size", delivered_size(outcome)}};
   if (outcome.usage) reply["usage"] = usage_json(*outcome.usage);
   return to_json_text(reply);
 }
@@ -278,7 +293,9 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
   if (request.stream) {
     auto state = std::make_shared<StreamState>();
     state->prepared = std::move(*prepared);
-    state->event_prefix = request.is_edit() ? "image_edit" : "image_generation";
+    // Named after the endpoint, as the SDK's stream type for that call expects, even when a
+    // reference image made a /generations call an edit.
+    state->event_prefix = edit_endpoint ? "image_edit" : "image_generation";
     state->background = request.background == "auto" ? "opaque" : request.background;
     state->output_format = request.output_format;
     state->key_prefix = principal->key_prefix;
@@ -287,6 +304,13 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
     r.content_type = "text/event-stream";
     r.headers.emplace_back("Cache-Control", "no-cache");
     r.key_prefix = principal->key_prefix;
+    // The headers leave before the image exists: they carry the reservation (what the stream
+    // costs if it completes; a token-priced model may settle lower) and the balance after it.
+    // A stream that fails ends with an `error` event and is refunded.
+    if (state->prepared.balance_after_reserve) {
+      r = credits_headers(std::move(r), state->prepared.price,
+                          *state->prepared.balance_after_reserve);
+    }
     r.stream = [this, state](http::BodyWriter& writer) { return stream_images(state, writer); };
     co_return r;
   }
@@ -324,10 +348,10 @@ awaitable<void> ImagesApi::stream_images(std::shared_ptr<StreamState> state,
     json::object data{{"type", type},
                       {"b64_json", base64_encode(img.bytes)},
                       {"created_at", clock_.now_s()},
-                      {"size", outcome->size.label},
+                      {"size", delivered_size(*outcome)},
                       {"quality", outcome->quality},
                       {"background", state->background},
-                      {"output_format", state->output_format}};
+                      {"output_format", delivered_format(*outcome, state->output_format)}};
     if (outcome->usage) data["usage"] = usage_json(*outcome->usage);
     const std::string event = sse_event(type, data);
     co_await writer.write(event);
@@ -401,8 +425,13 @@ awaitable<http::Response> ImagesApi::serve_blob(http::Request& req,
   r.headers.emplace_back("X-Content-Type-Options", "nosniff");
   r.headers.emplace_back("Accept-Ranges", "bytes");
   if (!plan.content_range.empty()) r.headers.emplace_back("Content-Range", plan.content_range);
-  if (plan.status == 304 || plan.status == 416) {
-    if (plan.status == 416) r.content_type = "text/plain";
+  if (plan.status == 304) co_return r;
+  if (plan.status == 416) {
+    r.content_type = "application/json";
+    r.body = render_error_body(Error::invalid("Range not satisfiable: the file has " +
+                                                  std::to_string(info->size) +
+                                                  " bytes (Content-Range gives the size)",
+                                              "range"));
     co_return r;
   }
   const std::uint64_t offset = plan.offset;

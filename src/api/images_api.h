@@ -27,8 +27,12 @@ struct ImagesApiSettings {
   // with an HMAC signature that expires after signed_url_ttl_s.
   std::string url_style = "job";
   int signed_url_ttl_s = 7 * 24 * 3600;
-  // Remote addresses whose X-Forwarded-Proto / X-Forwarded-Host are believed.
+  // Remote addresses whose X-Forwarded-Proto / X-Forwarded-Host are believed (see
+  // api/public_url.h for how they build reply URLs).
   std::vector<std::string> trusted_proxies;
+  // False when public_base_url came from the listen address: a trusted proxy's Host may then
+  // stand in for the missing X-Forwarded-Host.
+  bool public_base_url_configured = false;
   // Deployment compatibility profile for POST /api/v1/images/generations: "seed001" (sync
   // unless the request asks for a task) or "seed002" (always a pending task).
   std::string task_profile = "seed001";

@@ -341,6 +341,7 @@ int serve(const Settings& settings) {
   api::ImagesApiSettings images_api_settings = settings.images.api;
   images_api_settings.task_profile = settings.tasks.profile;
   images_api_settings.callback_policy = strict.address_policy;
+  images_api_settings.public_base_url_configured = !settings.public_base_url.empty();
   api::ImagesApi images_api(**store, pool, auth, pipeline, runner, blob_store, signer, clock,
                             public_base_url, images_api_settings);
   images_api.register_routes(router);

@@ -340,7 +340,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         res.set("X-Request-Id", rid);
         for (auto& [name, value] : response.headers) res.set(name, value);
         res.keep_alive(keep);
-        if (is_head) {
+        if (response.status == 304 || response.status == 204) {
+          // No body, and a 304's Content-Length would have to be the full representation's
+          // (RFC 9110 §8.6): none is sent.
+        } else if (is_head) {
           res.content_length(body_bytes);
         } else {
           res.body() = std::move(response.body);

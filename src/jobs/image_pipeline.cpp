@@ -9,6 +9,7 @@
 #include "core/text.h"
 #include "jobs/batched_write.h"
 #include "jobs/prepared_job_codec.h"
+#include "media/image_probe.h"
 
 namespace ig::jobs {
 namespace asio = boost::asio;
@@ -21,6 +22,33 @@ bool contains(const std::vector<std::string>& list, std::string_view v) {
     if (item == v) return true;
   }
   return false;
+}
+
+// Counts the partial images that reached the client (`inner` may be null: no streaming).
+class CountingPartialSink final : public providers::PartialSink {
+ public:
+  explicit CountingPartialSink(providers::PartialSink* inner) : inner_(inner) {}
+  asio::awaitable<void> partial(int index, const providers::OutputImage& image) override {
+    ++delivered_;
+    co_await inner_->partial(index, image);
+  }
+  providers::PartialSink* get() { return inner_ == nullptr ? nullptr : this; }
+  int delivered() const { return delivered_; }
+
+ private:
+  providers::PartialSink* inner_;
+  int delivered_ = 0;
+};
+
+// What a client is told about an upstream failure that is not its own fault.
+std::string public_failure(const providers::ProviderError& e) {
+  const int status = e.upstream_status;
+  if (status == 429) return "the upstream service is rate limited; try again later";
+  if (status >= 500 && status <= 599) {
+    return "the upstream service failed (HTTP " + std::to_string(status) + ")";
+  }
+  if (status == 401 || status == 403) return "the upstream service is not available";
+  return "the upstream service did not deliver the image";
 }
 
 Error store_error(const store::StoreError& e) {
@@ -39,7 +67,12 @@ Result<void> check_capabilities(const ImageRequest& req, const ModelCapabilities
   if (req.edit_endpoint && req.images.empty()) {
     return fail(ErrorCode::kInvalidRequest, "an edit needs at least one image", "image");
   }
-  if (req.prompt.empty() && req.images.empty()) {
+  // Seeds 002 and 003 let `image_urls` stand in for the prompt; OpenAI's edits, and every other
+  // form, require one.
+  const bool urls_stand_in =
+      !req.images.empty() && std::all_of(req.images.begin(), req.images.end(),
+                                         [](const auto& img) { return img.field == "image_urls"; });
+  if (req.prompt.empty() && !urls_stand_in) {
     return fail(ErrorCode::kInvalidRequest, "'prompt' is required", "prompt");
   }
   if (utf8_length(req.prompt) > caps.max_prompt_chars) {
@@ -203,6 +236,11 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   if (request.mask) {
     auto m = co_await references_.load(*request.mask);
     if (!m) co_return std::unexpected(m.error());
+    // OpenAI's contract: the transparent areas of a PNG mark what to edit.
+    if (m->mime != "image/png" || !media::png_has_alpha(m->bytes)) {
+      co_return std::unexpected(
+          Error::invalid("mask must be a PNG image with an alpha channel", "mask"));
+    }
     if (m->width != inputs.front().width || m->height != inputs.front().height) {
       co_return std::unexpected(
           Error::invalid("mask size " + std::to_string(m->width) + "x" + std::to_string(m->height) +
@@ -270,10 +308,22 @@ asio::awaitable<Result<PreparedImageJob>> ImagePipeline::prepare(const Caller& c
   begin_params(params, request, *size);
   if (!caller.async) {
     new_job.params_json = params.end_object().take();
-    // Committed is enough: the caller hears of this job only after its durable finish.
-    auto create = [this, &new_job] { return store_.create_job(new_job); };
+    // Committed is enough: the caller hears of this job only after its durable finish. A
+    // stream's headers leave before the image exists, so they carry the balance after this
+    // reservation, read in the same transaction.
+    const bool want_balance = request.stream;
+    auto create = [this, &new_job, want_balance]() -> store::StoreResult<std::optional<Micros>> {
+      auto job = store_.create_job(new_job);
+      if (!job) return std::unexpected(job.error());
+      std::optional<Micros> balance;
+      if (want_balance) {
+        if (auto user = store_.find_user(new_job.user_id)) balance = user->balance;
+      }
+      return balance;
+    };
     auto created = co_await batched_write(store_, create, store::Store::Durability::kCommitted);
     if (!created) co_return std::unexpected(store_error(created.error()));
+    prepared.balance_after_reserve = *created;
     co_return prepared;
   }
 
@@ -392,6 +442,7 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
                                                "no provider channel is configured for this model"});
   std::string channel_used;
   std::optional<AttemptRecorder> recorder;
+  CountingPartialSink sink(partials);
   if (job.async) {
     recorder.emplace(store_, pool_, job_id);
     job.task.observer = &*recorder;
@@ -412,13 +463,19 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
         break;
       }
     }
-    result = co_await provider->generate(task, partials);
+    result = co_await provider->generate(task, sink.get());
     if (result) break;
     if (!job.task.resume_upstream_task_id.empty()) break;
-    // Fail over on every upstream failure (errors and timeouts, REQUIREMENTS §6) except a
-    // rejection of the request itself, which another channel would reject too. The client is
-    // charged once whatever happens; a channel that timed out may still bill the operator.
-    if (result.error().kind == providers::FailureKind::kInvalidRequest) break;
+    // Another channel gets the job only when this one cannot have accepted it (the adapter
+    // says kRetryable: never sent, refused with 429/5xx/401/403, or no answer before the
+    // timeout) and the client has seen none of it: a reply cut short after a 2xx, garbage, or a
+    // stream that already sent partial images ends the job here. The client is charged once
+    // whatever happens.
+    if (result.error().kind != providers::FailureKind::kRetryable || sink.delivered() > 0) break;
+    if (i + 1 < model->channels.size()) {
+      spdlog::info("job {}: channel {} failed, trying the next: {}", job_id, channel_used,
+                   result.error().message);
+    }
   }
 
   if (result && result->images.empty()) {
@@ -436,19 +493,25 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     JobFinish finish;
     finish.status = JobStatus::kFailed;
     finish.error_code = client_fault ? "invalid_request" : "upstream_error";
-    finish.error_message = perr.message;
+    // An upstream's own words (a 400's moderation message) tell the client what to change; any
+    // other failure's detail (addresses, the operator's account with the upstream) goes to the
+    // log, and the client and the job row get a summary.
+    finish.error_message = client_fault ? perr.message : public_failure(perr);
+    if (!client_fault) {
+      spdlog::warn("job {} failed on channel {}: {}", job_id, channel_used, perr.message);
+    }
     if (!client_fault && task.deadline_ms > 0 && clock_.now_ms() >= task.deadline_ms) {
       // The same outcome as the timeout sweep, whichever of the two got there first.
       finish.error_code = "timeout";
-      finish.error_message = "the task did not finish before its deadline: " + perr.message;
+      finish.error_message = "the task did not finish before its deadline";
     }
     finish.channel = channel_used;
     auto fail_job = [this, &job_id, &finish] { return store_.finish_job(job_id, finish); };
     (void)co_await batched_write(store_, fail_job);
     co_await delete_blobs_async(job.input_blobs);
-    if (client_fault) co_return std::unexpected(Error::invalid(perr.message, std::nullopt));
+    if (client_fault) co_return std::unexpected(Error::invalid(perr.message, perr.param));
     co_return std::unexpected(
-        Error{ErrorCode::kUpstream, "The upstream image service failed: " + perr.message});
+        Error{ErrorCode::kUpstream, "The upstream image service failed: " + finish.error_message});
   }
 
   ImageJobOutcome outcome;

@@ -26,13 +26,19 @@ class ScriptedProvider final : public providers::ImageProvider {
   explicit ScriptedProvider(std::string name) : name_(std::move(name)) {}
   const std::string& channel() const override { return name_; }
   asio::awaitable<std::expected<ImageResult, ProviderError>> generate(
-      const providers::ImageTask& task, providers::PartialSink*) override {
+      const providers::ImageTask& task, providers::PartialSink* sink) override {
     ++calls;
     last_task = task;
     if (!script.empty()) {
       auto next = script.front();
       script.pop_front();
-      if (next) co_return std::unexpected(*next);
+      if (next) {
+        for (int i = 0; sink != nullptr && i < partials_before_failure; ++i) {
+          const providers::OutputImage preview{"\x89PNG-partial", "image/png", 8, 8, std::nullopt};
+          co_await sink->partial(i, preview);
+        }
+        co_return std::unexpected(*next);
+      }
     }
     ImageResult r;
     for (int i = 0; i < task.n; ++i) {
@@ -43,6 +49,7 @@ class ScriptedProvider final : public providers::ImageProvider {
     co_return r;
   }
   std::deque<std::optional<ProviderError>> script;  // nullopt = succeed
+  int partials_before_failure = 0;                  // sent to a sink before a scripted failure
   int calls = 0;
   providers::ImageTask last_task;
 
@@ -79,10 +86,10 @@ class ImagePipelineTest : public ::testing::Test {
     return Catalog({m, single});
   }
 
-  Result<ImageJobOutcome> run(const ImageRequest& req) {
+  Result<ImageJobOutcome> run(const ImageRequest& req, providers::PartialSink* sink = nullptr) {
     asio::io_context ioc;
     Caller caller{user_, 1, "openai"};
-    auto fut = asio::co_spawn(ioc, pipeline_->run(caller, req, nullptr), asio::use_future);
+    auto fut = asio::co_spawn(ioc, pipeline_->run(caller, req, sink), asio::use_future);
     ioc.run();
     return fut.get();
   }
@@ -162,10 +169,54 @@ TEST_F(ImagePipelineTest, RetryableFailureFailsOverAndChargesOnce) {
   EXPECT_EQ(balance(), credits(9));
 }
 
-TEST_F(ImagePipelineTest, TimeoutFailsOverAndChargesOnce) {
+TEST_F(ImagePipelineTest, FailureAfterTheUpstreamAcceptedDoesNotFailOver) {
+  // kFailed: e.g. a 200 cut short, or garbage. Another channel would render (and bill the
+  // operator for) the same job a second time.
   store_.grant(user_, credits(10), "t");
-  a_->script.push_back(ProviderError{FailureKind::kFailed, "timeout", 0});
+  a_->script.push_back(ProviderError{FailureKind::kFailed, "reset after 200", 200});
   auto out = run(request());
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, ErrorCode::kUpstream);
+  EXPECT_EQ(a_->calls, 1);
+  EXPECT_EQ(b_->calls, 0);
+  EXPECT_EQ(balance(), credits(10));
+  // The client hears a summary; the upstream's detail stays in the log.
+  EXPECT_EQ(out.error().message.find("reset after 200"), std::string::npos) << out.error().message;
+}
+
+class CountingSink final : public providers::PartialSink {
+ public:
+  asio::awaitable<void> partial(int, const providers::OutputImage&) override {
+    ++count;
+    co_return;
+  }
+  int count = 0;
+};
+
+TEST_F(ImagePipelineTest, StreamThatSentPartialsDoesNotFailOver) {
+  // The client has seen this upstream's previews: a second channel's image would not match.
+  store_.grant(user_, credits(10), "t");
+  a_->script.push_back(ProviderError{FailureKind::kRetryable, "503 mid-stream", 503});
+  a_->partials_before_failure = 1;
+  CountingSink sink;
+  auto req = request();
+  req.stream = true;
+  req.partial_images = 2;
+  auto out = run(req, &sink);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(sink.count, 1);
+  EXPECT_EQ(b_->calls, 0);
+  EXPECT_EQ(balance(), credits(10));
+}
+
+TEST_F(ImagePipelineTest, StreamThatSentNothingFailsOver) {
+  store_.grant(user_, credits(10), "t");
+  a_->script.push_back(ProviderError{FailureKind::kRetryable, "503", 503});
+  CountingSink sink;
+  auto req = request();
+  req.stream = true;
+  req.partial_images = 2;
+  auto out = run(req, &sink);
   ASSERT_TRUE(out.has_value()) << out.error().message;
   EXPECT_EQ(b_->calls, 1);
   EXPECT_EQ(balance(), credits(9));

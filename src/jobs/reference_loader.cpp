@@ -243,6 +243,11 @@ asio::awaitable<Result<InputImage>> ReferenceLoader::load_labeled(const ImageSou
       break;
     case ImageSource::Kind::kBase64:
       bytes = decode_base64(source.value, field, label);
+      if (!bytes && !field.ends_with("base64") &&
+          bytes.error().message.find("invalid base64") != std::string::npos) {
+        // A URL field holding neither a URL nor base64: say what was expected.
+        bytes.error().message = label + " is not an http(s) URL, a data: URL or base64 image bytes";
+      }
       break;
     case ImageSource::Kind::kUpload:
       bytes = source.value;  // the HTTP layer bounded the body; verify() applies the image cap

@@ -346,6 +346,9 @@ TEST_F(ReferenceLoaderTest, Base64MustBeValid) {
                "image_base64", "image_base64: invalid base64");
   expect_error(load(source(ImageSource::Kind::kBase64, "iVBORw0K-_", "image_base64")),
                "image_base64", "invalid base64: unexpected character '-'");
+  // A URL field holding neither a URL nor base64 says what it expected.
+  expect_error(load(source(ImageSource::Kind::kBase64, "127.0.0.1/a.png", "image_urls")),
+               "image_urls", "is not an http(s) URL, a data: URL or base64 image bytes");
 }
 
 TEST_F(ReferenceLoaderTest, SizeCapAppliesToEveryKind) {

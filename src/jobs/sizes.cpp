@@ -85,6 +85,16 @@ std::string join(const std::vector<std::string>& items) {
 
 bool ieq(std::string_view a, std::string_view b) { return to_lower_ascii(a) == b; }
 
+// Within 2 % of a named ratio: sides are multiples of 16, so a 4K size rarely has the exact
+// ratio (3824x2160 is 16:9 to 0.4 %), while 3840x1728 (20:9) is 5 % from 21:9 and is not it.
+bool close_to(ImageSize size, std::string_view ratio) {
+  const int i = ratio_index(ratio);
+  if (i < 0) return false;
+  const long long lhs = static_cast<long long>(size.width) * kRatios[i].h;
+  const long long rhs = static_cast<long long>(size.height) * kRatios[i].w;
+  return 50 * std::llabs(lhs - rhs) <= rhs;
+}
+
 bool allowed_at_4k(const ModelCapabilities& caps, std::string_view ratio) {
   return caps.ratios_at_4k.empty() || std::find(caps.ratios_at_4k.begin(), caps.ratios_at_4k.end(),
                                                 ratio) != caps.ratios_at_4k.end();
@@ -166,8 +176,14 @@ Result<ResolvedSize> resolve_wxh(ImageSize size, const TierHint& hint, std::stri
     }
     return resolve_ratio(*ratio, *hint.tier, field, caps, quality);
   }
-  if (own == Tier::k4K) {
+  if (own == Tier::k4K && !caps.ratios_at_4k.empty()) {
     std::string_view near = nearest_ratio(size);
+    if (!close_to(size, near)) {
+      return invalid("size " + format_size(size) +
+                         " is a 4K size whose ratio is none of those this model allows at 4K (" +
+                         join(caps.ratios_at_4k) + ")",
+                     field);
+    }
     if (!allowed_at_4k(caps, near)) {
       return invalid("size " + format_size(size) + " is a 4K size of ratio " + std::string(near) +
                          ", which this model does not allow at 4K; 4K allows " +
@@ -494,7 +510,12 @@ Result<ResolvedSize> resolve_size(const SizeRequest& req, const ModelCapabilitie
     return fail(ErrorCode::kInternal,
                 "model default_size " + quoted(caps.default_size) + " is invalid");
   }
-  return resolve_wxh(*def, hint, req.aspect_ratio ? "aspect_ratio" : "size", caps, quality);
+  // No size was sent: a tier the default size cannot take is the doing of the field the client
+  // did send (aspect_ratio "auto", else quality or resolution).
+  const std::string_view blamed = req.aspect_ratio ? std::string_view("aspect_ratio")
+                                  : hint.tier      ? hint.field
+                                                   : std::string_view("size");
+  return resolve_wxh(*def, hint, blamed, caps, quality);
 }
 
 }  // namespace ig::jobs

@@ -287,7 +287,20 @@ TEST(SizesTest, FourKRatiosArePerModel) {
   // Seed 003: resolution=4k needs an explicit ratio; auto falls back to the 1:1 default.
   expect_invalid(resolve_size({.resolution = "4k", .aspect_ratio = "auto"}, caps), "aspect_ratio",
                  "4k + auto");
-  expect_invalid(resolve_size({.quality = "uhd"}, caps), "size", "uhd alone");
+  // With no size sent, the field that asked for 4K is named.
+  expect_invalid(resolve_size({.quality = "uhd"}, caps), "quality", "uhd alone");
+  expect_invalid(resolve_size({.resolution = "4k"}, caps), "resolution", "4k alone");
+  // A 4K WxH must be close (2 %) to an allowed ratio, not merely nearest to one.
+  for (const char* size : {"3840x1280", "1280x3840", "3840x1728", "3840x2880"}) {
+    expect_invalid(size_only(size, caps), "size", size);
+  }
+  for (const char* size : {"3824x2160", "3600x2000", "3840x1648", "2160x3824", "3840x1920"}) {
+    auto r = size_only(size, caps);
+    ASSERT_TRUE(r) << size << ": " << r.error().message;
+    EXPECT_EQ(r->tier, Tier::k4K) << size;
+  }
+  // An unrestricted model takes any valid 4K size.
+  EXPECT_EQ(size_only("3840x1280", {})->tier, Tier::k4K);
   // Allowed ratios still work, and lower tiers are unrestricted.
   for (const char* ratio : {"16:9", "9:16", "2:1", "1:2", "21:9", "9:21"}) {
     auto r = resolve_size({.size = ratio, .quality = "uhd"}, caps);

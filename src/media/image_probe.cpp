@@ -173,4 +173,21 @@ std::string_view file_extension(ImageType type) {
   return "bin";
 }
 
+bool png_has_alpha(std::string_view b) {
+  if (!b.starts_with(kPngSignature) || b.size() < 33) return false;
+  const std::uint32_t colour_type = u8(b, 25);
+  if (colour_type == 4 || colour_type == 6) return true;  // grey + alpha, RGBA
+  // Otherwise only a tRNS chunk, which must come before the first IDAT, adds transparency.
+  std::size_t at = 8;
+  while (b.size() - at >= 12) {
+    const std::uint32_t length = be32(b, at);
+    const std::string_view type = b.substr(at + 4, 4);
+    if (type == "tRNS") return true;
+    if (type == "IDAT" || type == "IEND") return false;
+    if (length > b.size() - at - 12) return false;
+    at += 12 + length;
+  }
+  return false;
+}
+
 }  // namespace ig::media

@@ -40,6 +40,10 @@ Result<ImageInfo> probe_image(std::string_view bytes);
 // Rejects header sizes over the limits (Error::invalid, no param).
 Result<void> check_dimensions(const ImageInfo& info, const ProbeLimits& limits = {});
 
+// True for a PNG whose header declares transparency: an alpha colour type (grey + alpha, RGBA)
+// or a tRNS chunk before the image data. False for anything else, malformed PNGs included.
+bool png_has_alpha(std::string_view bytes);
+
 // "image/png", "image/jpeg", "image/webp"; "application/octet-stream" for kUnsupported.
 std::string_view mime_type(ImageType type);
 

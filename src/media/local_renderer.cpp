@@ -193,8 +193,13 @@ std::string display_markup(std::string_view in, std::size_t max_chars) {
   return escaped.get();
 }
 
-bool is_blank(std::string_view markup) {
-  return markup.find_first_not_of(' ') == std::string_view::npos;
+// True when nothing in `markup` would leave ink: spaces, no-break and zero-width spaces, soft
+// hyphens and other format characters only (vips_text fails on such text: "no text to render").
+bool is_blank(const std::string& markup) {
+  for (const gchar* p = markup.c_str(); *p != '\0'; p = g_utf8_next_char(p)) {
+    if (g_unichar_isgraph(g_utf8_get_char(p))) return false;
+  }
+  return true;
 }
 
 // One-band uchar coverage mask of `markup`, wrapped at `wrap_width` pixels. With max_height,

@@ -601,6 +601,11 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     } else {
       result = outcome(*t, rc);
     }
+    if (!result) {
+      long status = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+      result.error().status = static_cast<int>(status);
+    }
     Completion complete = std::move(t->complete);
     t.reset();
     complete(std::move(result));

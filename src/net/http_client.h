@@ -121,6 +121,8 @@ struct NetError {
   std::string message;
   // True when the request certainly never reached the server (safe to retry elsewhere).
   bool sent_nothing = false;
+  // The status line that arrived before the failure (0: none), e.g. 200 for a body cut short.
+  int status = 0;
 };
 
 template <class T>

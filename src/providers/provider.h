@@ -6,7 +6,8 @@
 // Promises every adapter keeps:
 //  - generate() never blocks a thread while waiting on the network or on a render.
 //  - A failure says whether it is safe to try another channel (kRetryable: the upstream cannot
-//    have accepted the work, so nobody will bill the operator twice), the client's fault
+//    have accepted the work, so nobody will bill the operator twice; or it sent no answer at all
+//    before its timeout, where REQUIREMENTS §6 asks for failover), the client's fault
 //    (kInvalidRequest: e.g. moderation or an unreadable image, surfaced as a 400), or a plain
 //    failure after the upstream may have started (kFailed: no failover).
 //  - The task is borrowed for the duration of the call; callers pass a named object.
@@ -92,6 +93,7 @@ struct ProviderError {
   FailureKind kind = FailureKind::kFailed;
   std::string message;
   int upstream_status = 0;  // 0: no HTTP status (transport error, local failure)
+  std::optional<std::string> param;  // kInvalidRequest: the request field at fault, if known
 };
 
 // Receives partial images while a streamed generation runs.

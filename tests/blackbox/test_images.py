@@ -238,6 +238,8 @@ def test_image_url_range_requests(srv, one_image):
     r = requests.get(url, headers={"Range": f"bytes={total}-"}, timeout=10)
     assert r.status_code == 416, r.status_code
     assert r.headers.get("Content-Range") == f"bytes */{total}"
+    assert_openai_error(r, 416)
+    assert r.json()["error"]["param"] == "range"
 
 
 def test_image_url_etag_304(srv, one_image):
@@ -247,6 +249,9 @@ def test_image_url_etag_304(srv, one_image):
     r2 = requests.get(url, headers={"If-None-Match": etag}, timeout=10)
     assert r2.status_code == 304, r2.status_code
     assert r2.content == b""
+    # A 304's Content-Length would have to be the 200's (RFC 9110 §8.6): none is sent.
+    assert "Content-Length" not in r2.headers, r2.headers
+    assert r2.headers["ETag"] == etag
     r3 = requests.get(url, headers={"If-None-Match": '"something-else"'}, timeout=10)
     assert r3.status_code == 200 and r3.content == img
 
@@ -303,6 +308,8 @@ def test_stream_generation(srv, key):
     with stream(srv, key, "/v1/images/generations",
                 json={"model": "gpt-image-2", "prompt": "a comet", "stream": True, "partial_images": 2,
                       "size": "1536x1024"}) as r:
+        # Sent before the image exists: the reservation and the balance after it.
+        assert_charge_headers(r, 1, before - 1)
         check_stream(r, "image_generation", (1536, 1024))
     assert credits(srv, key) == {"credits": before - 1, "reserved": 0}
 
@@ -388,11 +395,28 @@ def test_generation_with_reference_image(srv, key):
     assert_charge_headers(r, 1)
 
 
-def test_stream_generation_with_reference_is_an_edit(srv, key):
+def test_image_urls_stand_in_for_the_prompt(srv, key):
+    """Seeds 002 and 003: prompt is optional when image_urls are given."""
+    r = generate(srv, key, {"model": "gpt-image-2", "image_urls": [data_url(make_png(96, 96))],
+                            "size": "1024x1024"})
+    check_reply(srv, r, size=(1024, 1024))
+
+
+@pytest.mark.parametrize("prompt", ["\u00a0", "\u200b\u200b", "\u00ad", "\ufeff"],
+                         ids=["nbsp", "zwsp", "shy", "bom"])
+def test_prompt_of_invisible_characters_renders(srv, key, prompt):
+    """A valid prompt that draws no ink is still a picture, not an upstream failure."""
+    r = generate(srv, key, {"model": "gpt-image-2", "prompt": prompt, "size": "1024x1024"})
+    check_reply(srv, r, size=(1024, 1024))
+
+
+def test_stream_generation_with_reference_keeps_generation_events(srv, key):
+    """A reference image makes the job an edit, but the events are named after the endpoint:
+    the SDK's images.generate stream type expects image_generation.*."""
     with stream(srv, key, "/v1/images/generations",
                 json={"model": "gpt-image-2", "prompt": "a comet", "stream": True, "partial_images": 2,
                       "image_urls": [data_url(make_png(96, 96))], "size": "1024x1024"}) as r:
-        check_stream(r, "image_edit", (1024, 1024))
+        check_stream(r, "image_generation", (1024, 1024))
 
 
 def test_seed003_input_object(srv, key):
@@ -456,3 +480,46 @@ def test_reference_url_404_is_400(private_srv, image_host):
     r = generate(srv, key, {"model": "gpt-image-2", "prompt": "edit it", "image_urls": [url]})
     assert_openai_error(r, 400, param="image_urls")
     assert credits(srv, key) == {"credits": 10, "reserved": 0}
+
+
+# ---- reply URLs behind a proxy -----------------------------------------------------------------
+
+def proxied_url(srv, key, headers):
+    r = requests.post(srv.url + "/v1/images/generations",
+                      headers={"Authorization": f"Bearer {key}", **headers},
+                      json={"model": "gpt-image-2", "prompt": "proxied", "response_format": "url"},
+                      timeout=IMG_TIMEOUT)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()["data"][0]["url"]
+
+
+def test_forwarded_headers_from_a_trusted_proxy(factory):
+    """X-Forwarded-Proto/Host replace the configured base's scheme and host and keep its path;
+    values that are not a plain host are ignored; untrusted peers change nothing."""
+    srv = factory.server('public_base_url = "https://img.example.com/gw/"\n'
+                         '[images]\ntrusted_proxies = ["127.0.0.1"]\n')
+    key = srv.create_user("proxy@example.com", credits=10)
+    assert proxied_url(srv, key, {}).startswith("https://img.example.com/gw/api/jobs/")
+    assert proxied_url(srv, key, {"X-Forwarded-Host": "cdn.example.org"}).startswith(
+        "https://cdn.example.org/gw/api/jobs/")
+    assert proxied_url(srv, key, {"X-Forwarded-Proto": "http"}).startswith(
+        "http://img.example.com/gw/api/jobs/")
+    assert proxied_url(srv, key, {"X-Forwarded-Host": 'evil.com"><script>'}).startswith(
+        "https://img.example.com/gw/api/jobs/")
+    # A configured base is not replaced by the proxy's Host (often the upstream's own name).
+    assert proxied_url(srv, key, {"Host": "backend.internal"}).startswith("https://img.example.com/gw/")
+
+    untrusted = factory.server('public_base_url = "https://img.example.com"\n')
+    key2 = untrusted.create_user("proxy2@example.com", credits=10)
+    assert proxied_url(untrusted, key2, {"X-Forwarded-Host": "cdn.example.org",
+                                         "X-Forwarded-Proto": "http"}).startswith(
+        "https://img.example.com/api/jobs/")
+
+
+def test_forwarded_proto_with_host_header_when_no_base_is_configured(factory):
+    """The usual TLS front end: X-Forwarded-Proto plus the client's Host, and no
+    public_base_url in the config."""
+    srv = factory.server('[images]\ntrusted_proxies = ["127.0.0.1"]\n')
+    key = srv.create_user("proxy3@example.com", credits=10)
+    url = proxied_url(srv, key, {"X-Forwarded-Proto": "https", "Host": "gw.example.com"})
+    assert url.startswith("https://gw.example.com/api/jobs/"), url

@@ -160,6 +160,27 @@ def test_edit_mask_size_mismatch(srv, key):
     assert_openai_error(r, 400, param="mask", code="invalid_request")
 
 
+def test_edit_mask_without_alpha(srv, key):
+    """OpenAI's contract: a mask is a PNG whose transparent areas mark the edit. An opaque one
+    is refused before anything is reserved, naming `mask`."""
+    r = edit_multipart(srv, key, {"model": "gpt-image-2", "prompt": "x"},
+                       [("image", "a.png", make_png(128, 128), "image/png"),
+                        ("mask", "m.png", make_png(128, 128), "image/png")])
+    assert_openai_error(r, 400, param="mask", code="invalid_request")
+    assert "alpha" in r.json()["error"]["message"]
+
+
+def test_edit_without_prompt(srv, key):
+    """OpenAI's edits require a prompt, whatever images come with it (only seed 002/003's
+    image_urls may stand in for one)."""
+    r = edit_multipart(srv, key, {"model": "gpt-image-2", "prompt": ""},
+                       [("image", "a.png", make_png(64, 64), "image/png")])
+    assert_openai_error(r, 400, param="prompt", code="invalid_request")
+    r = generate(srv, key, {"model": "gpt-image-2", "images": [{"image_url": data_url(make_png(64, 64))}]},
+                 path="/v1/images/edits")
+    assert_openai_error(r, 400, param="prompt", code="invalid_request")
+
+
 def test_edit_bad_field_in_multipart(srv, key):
     r = edit_multipart(srv, key, {"model": "gpt-image-2", "prompt": "x", "n": "0"},
                        [("image", "a.png", make_png(64, 64), "image/png")])

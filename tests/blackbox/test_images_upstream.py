@@ -158,18 +158,34 @@ def test_failover_to_second_channel(failover, fake, mode):
 
 
 @pytest.mark.parametrize("mode", ["garbage", "reset"])
-def test_broken_reply_with_second_channel_money(failover, fake, mode):
-    """A 200 that is not JSON, or a reply cut mid-body: failing over is optional (the config
-    documents failover on connect errors, 429 and 5xx), but either way the money is right."""
+def test_broken_reply_after_200_does_not_fail_over(failover, fake, mode):
+    """A 200 that is not JSON, or a reply cut mid-body: the upstream accepted (and billed) the
+    work, so another channel must not render it again. 503, refunded, one upstream request."""
     key = user(failover)
     fake.control(mode=mode)
     r = generate(failover, key, body())
-    if r.status_code == 200:
-        assert_charge_headers(r, 1, 49)
-        assert credits(failover, key) == {"credits": 49, "reserved": 0}
-    else:
-        assert_openai_error(r, 503, code="upstream_error")
-        assert credits(failover, key) == {"credits": 50, "reserved": 0}
+    assert_openai_error(r, 503, code="upstream_error")
+    assert credits(failover, key) == {"credits": 50, "reserved": 0}
+    assert fake.stats()["requests"] == 1
+
+
+def test_stream_cut_after_a_partial_does_not_fail_over(failover, fake):
+    """The client has seen the first channel's preview: the stream ends with an error event,
+    not with another channel's unrelated image."""
+    key = user(failover)
+    fake.control(mode="stream_reset")
+    with requests.post(failover.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                       json=body(stream=True, partial_images=2), stream=True, timeout=IMG_TIMEOUT) as r:
+        assert r.status_code == 200, r.text[:300]
+        events = read_sse(r)
+    names = [e[0] for e in events]
+    assert names == ["image_generation.partial_image", "error"], names
+    err = events[-1][1]["error"]
+    assert err["code"] == "upstream_error", err
+    # The upstream's address and raw body stay in the log.
+    assert "127.0.0.1" not in err["message"] and "b64_json" not in err["message"], err
+    assert credits(failover, key) == {"credits": 50, "reserved": 0}
+    assert fake.stats()["requests"] == 1
 
 
 def test_failover_on_connect_refused(_dead):
@@ -221,6 +237,9 @@ def test_single_channel_connect_refused(_dead_only):
     r = generate(srv, key, body())
     assert_openai_error(r, 503, code="upstream_error")
     assert credits(srv, key) == {"credits": 50, "reserved": 0}
+    # Customers do not learn where the upstream lives; the operator's log has the detail.
+    message = r.json()["error"]["message"]
+    assert "127.0.0.1" not in message and "port" not in message.lower(), message
 
 
 def test_single_channel_edit_failure_refunded(only_fake, fake):
@@ -244,3 +263,33 @@ def test_intermittent_upstream_money(only_fake, fake):
     assert ok >= 1
     assert credits(only_fake, key) == {"credits": 20 - ok, "reserved": 0}
     assert_ledger_ok(only_fake)
+
+
+@pytest.mark.parametrize("retryable", [True, False], ids=["retryable", "final"])
+def test_local_injected_failures_fail_over_only_when_retryable(factory, retryable):
+    """`failures_retryable = false` makes a local channel's injected failure final: the next
+    channel is not tried (issue 3: failover only when the upstream cannot have accepted work)."""
+    srv = factory.server('[[providers]]\nname = "flaky"\ntype = "local"\nfailure_percent = 100\n'
+                         f'failures_retryable = {"true" if retryable else "false"}\n\n'
+                         '[[providers]]\nname = "local"\ntype = "local"\n\n'
+                         '[[models]]\nid = "gpt-image-2"\nchannels = ["flaky", "local"]\n' + PRICE)
+    key = srv.create_user("flaky-local@example.com", credits=10)
+    r = generate(srv, key, body())
+    if retryable:
+        assert r.status_code == 200, r.text[:300]
+        assert_charge_headers(r, 1, 9)
+    else:
+        assert_openai_error(r, 503, code="upstream_error")
+        assert credits(srv, key) == {"credits": 10, "reserved": 0}
+    assert_ledger_ok(srv)
+
+
+def test_reply_names_the_format_and_size_delivered(only_fake, fake):
+    """The fake answers PNG whatever output_format says: the reply describes the image sent."""
+    key = user(only_fake)
+    r = generate(only_fake, key, body(output_format="jpeg", response_format="b64_json"))
+    assert r.status_code == 200, r.text[:300]
+    reply = r.json()
+    assert reply["output_format"] == "png", reply.get("output_format")
+    assert reply["size"] == "1024x1024", reply.get("size")
+    assert base64.b64decode(reply["data"][0]["b64_json"]).startswith(b"\x89PNG")

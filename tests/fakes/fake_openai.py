@@ -10,7 +10,8 @@ misbehave. The behaviour comes from, in order of precedence:
   * command-line flags  --mode --delay-ms
 
 Modes: ok, slow (delay then ok), 500, 503, 429, 400 (moderation-style client error),
-401, reset (close the socket mid-body), garbage (200 with a non-JSON body), hang (never answer).
+401, reset (close the socket mid-body), garbage (200 with a non-JSON body), hang (never answer),
+stream_reset (a stream that sends its first partial image, then closes the socket).
 fail_every=K makes every K-th request fail with `fail_mode` (default 500) and the rest ok.
 
 GET /_stats returns counters; POST /_reset clears them. The listening port is printed as
@@ -207,6 +208,10 @@ async def handle_images(state, writer, method, target, headers, body):
             payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
             writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             await writer.drain()
+            if mode == "stream_reset":
+                state.stats["failures"] += 1
+                writer.transport.abort()
+                raise ConnectionResetError
         writer.write(b"0\r\n\r\n")
         return
     body = json.dumps({"created": int(time.time()), "data": [{"b64_json": base64.b64encode(img).decode()} for img in images],

@@ -92,8 +92,8 @@ asio::awaitable<std::expected<ImageResult, ProviderError>> LocalProvider::genera
   if (outcome.error) {
     const bool client_fault = outcome.error->code == ErrorCode::kInvalidRequest;
     co_return std::unexpected(ProviderError{
-        client_fault ? FailureKind::kInvalidRequest : FailureKind::kFailed,
-        outcome.error->message, client_fault ? 400 : 500});
+        client_fault ? FailureKind::kInvalidRequest : FailureKind::kFailed, outcome.error->message,
+        client_fault ? 400 : 500, client_fault ? outcome.error->param : std::nullopt});
   }
   for (std::size_t i = 0; i < outcome.partials.size(); ++i) {
     OutputImage partial{std::move(outcome.partials[i].bytes), outcome.partials[i].mime,

@@ -112,9 +112,14 @@ ProviderError status_error(int status, std::string_view body) {
 }
 
 ProviderError transport_error(const net::NetError& error) {
-  // Only a request that certainly never reached the upstream may go to another channel: after
-  // the first byte was written the upstream may be rendering (and billing) it.
-  const FailureKind kind = error.sent_nothing ? FailureKind::kRetryable : FailureKind::kFailed;
+  // Another channel may take the job when the request certainly never reached this upstream,
+  // or when no answer at all came before the timeout (REQUIREMENTS §6 fails over on timeouts;
+  // the timed-out upstream may still render, and bill the operator for, the abandoned
+  // request). A connection that broke after a status line, or before any answer, leaves the
+  // upstream possibly rendering it: no failover.
+  const bool unanswered_timeout = error.code == net::NetErrc::kTimeout && error.status == 0;
+  const FailureKind kind =
+      error.sent_nothing || unanswered_timeout ? FailureKind::kRetryable : FailureKind::kFailed;
   return ProviderError{kind,
                        "upstream " + std::string(net::to_string(error.code)) +
                            " error: " + printable(error.message, 300),

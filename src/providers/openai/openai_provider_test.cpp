@@ -518,6 +518,7 @@ struct TransportRow {
   net::NetErrc code;
   bool sent_nothing;
   FailureKind kind;
+  int status = 0;  // a status line that arrived before the failure
 };
 
 class OpenAiProviderTransportTest : public ::testing::TestWithParam<TransportRow> {};
@@ -527,8 +528,8 @@ TEST_P(OpenAiProviderTransportTest, MapsTransportErrors) {
   for (bool stream : {false, true}) {
     net::FakeHttpClient client;
     OpenAiProvider provider(client, settings());
-    client.add_response(kGenerations,
-                        std::unexpected(net::NetError{row.code, "boom", row.sent_nothing}));
+    client.add_response(kGenerations, std::unexpected(net::NetError{row.code, "boom",
+                                                                    row.sent_nothing, row.status}));
     ImageTask task = generation_task();
     RecordingSink sink;
     if (stream) task.partial_images = 1;
@@ -545,13 +546,18 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(TransportRow{net::NetErrc::kConnect, true, FailureKind::kRetryable},
                       TransportRow{net::NetErrc::kTls, true, FailureKind::kRetryable},
                       TransportRow{net::NetErrc::kBlockedAddress, true, FailureKind::kRetryable},
-                      TransportRow{net::NetErrc::kTimeout, false, FailureKind::kFailed},
+                      // No answer before the deadline: REQUIREMENTS §6 fails over.
+                      TransportRow{net::NetErrc::kTimeout, false, FailureKind::kRetryable},
+                      // A 200 arrived, then the body stalled: the upstream did the work.
+                      TransportRow{net::NetErrc::kTimeout, false, FailureKind::kFailed, 200},
                       TransportRow{net::NetErrc::kReset, false, FailureKind::kFailed},
+                      TransportRow{net::NetErrc::kReset, false, FailureKind::kFailed, 200},
                       TransportRow{net::NetErrc::kTooLarge, false, FailureKind::kFailed},
                       TransportRow{net::NetErrc::kConnect, false, FailureKind::kFailed}),
     [](const ::testing::TestParamInfo<TransportRow>& info) {
       return std::string(net::to_string(info.param.code)) +
-             (info.param.sent_nothing ? "_SentNothing" : "_MaybeSent");
+             (info.param.sent_nothing ? "_SentNothing" : "_MaybeSent") +
+             (info.param.status != 0 ? "_After" + std::to_string(info.param.status) : "");
     });
 
 TEST_F(OpenAiProviderTest, UpstreamMessagesAreTruncatedAndCleaned) {
