@@ -503,6 +503,9 @@ Result<ResolvedSize> resolve_size(const SizeRequest& req, const ModelCapabilitie
     if (ref.width <= 0 || ref.height <= 0) {
       return invalid("the reference image has no usable dimensions", "image");
     }
+    if (!hint.tier && validate_size(ref, "image")) {
+      if (auto own = resolve_wxh(ref, hint, "image", caps, quality)) return own;
+    }
     return resolve_from_reference(ref, hint.tier.value_or(caps.default_tier), caps, quality);
   }
   auto def = parse_size(caps.default_size, "size");

@@ -20,12 +20,16 @@
 //   the hinted tier; any other `WxH` is a 400 naming the hint field.
 // - A ratio at a tier is billed at that tier, even where the table size's long edge would
 //   classify differently (seed 004 lists 2080x1664 as 5:4 2K; as a bare `WxH` it bills 4K).
-// - `auto` with a reference image: the image's aspect is mapped to the nearest ratio the model
-//   allows at the tier (nearest = smallest max(r/q, q/r) between ratios; ties go to the earlier
-//   ratio in kRatioNames order), at the hinted tier or the model default. `auto` without a
-//   reference image: the model's default_size, rescaled to the hinted tier if there is one.
+// - `auto` with a reference image and no tier hint: the image's own size when it is a valid
+//   `WxH` this model accepts (seed 004: auto follows the reference image's size; a 1536x1024
+//   edit stays 1536x1024, billed by its long edge). Otherwise, or with a tier hint, the image's
+//   aspect is mapped to the nearest ratio the model allows at the tier (nearest = smallest
+//   max(r/q, q/r) between ratios; ties go to the earlier ratio in kRatioNames order), at the
+//   hinted tier or the model default. `auto` without a reference image: the model's
+//   default_size, rescaled to the hinted tier if there is one.
 // - 4K ratio limits (ModelCapabilities::ratios_at_4k) apply to ratios and to `WxH` sizes at 4K
-//   (a `WxH` counts as its nearest ratio); the error names the field that carried the ratio.
+//   (a `WxH` must be within 2 % of an allowed ratio); the error names the field that carried
+//   the ratio.
 
 #include <array>
 #include <cstddef>

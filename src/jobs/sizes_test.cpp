@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/text.h"
@@ -342,8 +343,21 @@ TEST(SizesTest, AutoFollowsTheReferenceImage) {
   EXPECT_EQ(r->ratio, "3:2");
   EXPECT_EQ(resolve_size({.quality = "hd", .reference_image = ImageSize{1000, 700}}, {})->label,
             "2064x1376");
-  // Portrait phone photo 3024x4032 = 3:4 exactly.
+  // Portrait phone photo 3024x4032 = 3:4 exactly (too large to keep as it is).
   EXPECT_EQ(resolve_size({.reference_image = ImageSize{3024, 4032}}, {})->label, "768x1024");
+  // A reference that is itself a valid size keeps it, billed by its long edge.
+  for (auto [w, h, tier] : {std::tuple{1536, 1024, Tier::k1K}, std::tuple{2048, 1152, Tier::k2K},
+                            std::tuple{1024, 1536, Tier::k1K}, std::tuple{3840, 2160, Tier::k4K}}) {
+    auto own = resolve_size({.size = "auto", .reference_image = ImageSize{w, h}}, {});
+    ASSERT_TRUE(own) << w << "x" << h;
+    EXPECT_EQ(own->size, (ImageSize{w, h}));
+    EXPECT_EQ(own->tier, tier) << w << "x" << h;
+  }
+  // ...unless the model refuses that size: then the nearest ratio at the default tier.
+  EXPECT_EQ(resolve_size({.reference_image = ImageSize{2880, 2880}}, restricted_4k())->label,
+            "1024x1024");
+  EXPECT_EQ(resolve_size({.reference_image = ImageSize{1536, 1024}}, seed002())->label,
+            "1536x1024");
   // 4K on a restricted model: only the allowed ratios are candidates.
   const auto caps = restricted_4k();
   r = resolve_size({.quality = "uhd", .reference_image = ImageSize{3000, 1000}}, caps);

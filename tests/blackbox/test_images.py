@@ -388,6 +388,19 @@ def test_edit_json_forms(srv, key, variant):
     assert_charge_headers(r, 1)
 
 
+@pytest.mark.parametrize("ref,out,price", [((1536, 1024), (1536, 1024), 1),
+                                           ((2048, 1152), (2048, 1152), 2),
+                                           ((1000, 700), (1008, 672), 1)],
+                         ids=["valid-1K", "valid-2K", "odd-size"])
+def test_edit_auto_size_follows_the_reference(srv, key, ref, out, price):
+    """`auto` keeps a reference that is itself a valid size (billed by its long edge); any other
+    reference maps to its nearest ratio at the default tier (seed 004's table)."""
+    r = edit_multipart(srv, key, {"model": "gpt-image-2", "prompt": "same frame", "size": "auto"},
+                       [("image", "ref.png", make_png(*ref), "image/png")])
+    check_reply(srv, r, size=out)
+    assert_charge_headers(r, price)
+
+
 def test_generation_with_reference_image(srv, key):
     r = generate(srv, key, {"model": "gpt-image-2", "prompt": "watercolor style",
                             "image_urls": [data_url(make_png(96, 96))], "size": "1024x1024"})
