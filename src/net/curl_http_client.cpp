@@ -106,6 +106,8 @@ struct Transfer {
   std::size_t body_bytes = 0;
   std::size_t header_bytes = 0;
   std::optional<NetError> local_error;  // why one of our callbacks stopped the transfer
+  int sends = 0;                        // requests put on the wire (on_prereq)
+  long redirects_at_send = 0;           // CURLINFO_REDIRECT_COUNT at the last one
   std::optional<NetError> blocked;      // the last address the policy refused
   // The client's registry of connection sockets (on_open_socket adds, Impl::close_socket_callback
   // removes) and curl's close-socket callback with its data: set by the client before configure().
@@ -182,6 +184,28 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
     t->local_error = NetError{NetErrc::kOther, "out of memory reading headers", false};
     return 0;
   }
+}
+
+// Runs before each request goes on the wire. When a reused connection closes without any
+// answer, curl takes it for a stale keep-alive and sends the request again on a new one; for a
+// request that is not idempotent (a POST that may have started a paid render upstream) that
+// second copy is refused and the transfer fails as a reset after sending. A followed redirect
+// is a new request, not a resend.
+int on_prereq(void* clientp, char* /*remote_ip*/, char* /*local_ip*/, int /*remote_port*/,
+              int /*local_port*/) {
+  auto* t = static_cast<Transfer*>(clientp);
+  long redirects = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &redirects);
+  if (t->sends > 0 && redirects == t->redirects_at_send) {
+    t->local_error = NetError{NetErrc::kReset,
+                              "the connection closed without an answer after the request was "
+                              "sent (not sent again: it is not idempotent)",
+                              false};
+    return CURL_PREREQFUNC_ABORT;
+  }
+  ++t->sends;
+  t->redirects_at_send = redirects;
+  return CURL_PREREQFUNC_OK;
 }
 
 std::optional<ip::address> to_address(const curl_sockaddr* a) {
@@ -371,6 +395,10 @@ std::optional<NetError> configure(Transfer& t, const CurlClientSettings& setting
     if (r.method != "POST") set(CURLOPT_CUSTOMREQUEST, r.method.c_str());
   }
   set(CURLOPT_HTTPHEADER, t.headers);
+  if (r.method != "GET" && r.method != "HEAD") {
+    set(CURLOPT_PREREQFUNCTION, &on_prereq);
+    set(CURLOPT_PREREQDATA, static_cast<void*>(&t));
+  }
   if (rc != CURLE_OK) return invalid(std::string("curl setup: ") + curl_easy_strerror(rc));
   return std::nullopt;
 }
@@ -664,6 +692,12 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  static bool is_connected(curl_socket_t s) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof peer;
+    return ::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &length) == 0;
+  }
+
   void drop_watch(curl_socket_t s) {
     auto it = watches_.find(s);
     if (it == watches_.end()) return;
@@ -689,9 +723,12 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     if (what == CURL_POLL_REMOVE) {
       // A kept-alive connection between two transfers: its watch stays registered, idle,
       // until curl closes the socket (close_socket_callback). Re-creating it per transfer cost
-      // an fstat, a dup, a close and two epoll_ctl calls per upstream request.
+      // an fstat, a dup, a close and two epoll_ctl calls per upstream request. Only an
+      // established connection is kept: curl closes a connect attempt it gives up on (a
+      // connect timeout) without the close-socket callback, and a watch kept for it would hold
+      // that socket open through our dup and be found again when the number is reused.
       auto it = watches_.find(s);
-      if (connection && it != watches_.end()) {
+      if (connection && it != watches_.end() && is_connected(s)) {
         it->second->what = 0;
       } else {
         drop_watch(s);
@@ -701,9 +738,10 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     auto it = watches_.find(s);
     struct stat st {};
     bool open = true;
-    if (!connection || it == watches_.end()) {
-      // Not one of ours (curl's own pipes): curl may have closed it without telling us and the
-      // number come back as another socket.
+    if (!connection || it == watches_.end() || it->second->what == 0) {
+      // Not one of ours (curl's own pipes), or an idle kept-alive watch being taken up again:
+      // curl may have closed the descriptor without telling us and the number come back as
+      // another socket. One fstat per transfer, against the identity recorded at creation.
       open = ::fstat(s, &st) == 0;
       if (it != watches_.end() &&
           (!open || it->second->dev != st.st_dev || it->second->ino != st.st_ino)) {

@@ -1,6 +1,10 @@
 #include "net/curl_http_client.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
@@ -696,6 +700,112 @@ TEST_F(CurlHttpClientTest, KeepAliveReusesTheConnection) {
   }
   EXPECT_EQ(server.requests(), 5u);
   EXPECT_EQ(server.connections(), 1u);
+}
+
+// curl resends a request whose reused connection closed without an answer (a stale
+// keep-alive, it assumes). A POST may have started a paid render: it must reach the server once.
+TEST_F(CurlHttpClientTest, PostIsNotResentWhenAReusedConnectionClosesUnanswered) {
+  std::atomic<int> drops{0};
+  TestServer server([&drops](const SeenRequest& req) {
+    Reply r;
+    if (req.target == "/drop" && drops.fetch_add(1) == 0) {
+      r.close = true;  // read the request, answer nothing
+      return r;
+    }
+    return http_reply(200, req.method + " " + req.target);
+  });
+  auto warm = send(get(server.url("/warm")));
+  ASSERT_TRUE(warm.has_value()) << warm.error().message;
+
+  HttpRequest post;
+  post.method = "POST";
+  post.url = server.url("/drop");
+  post.body = R"({"prompt":"once"})";
+  auto result = send(std::move(post));
+  EXPECT_NET_ERROR(result, NetErrc::kReset);
+  EXPECT_FALSE(result.error().sent_nothing);
+  EXPECT_EQ(result.error().status, 0);
+  EXPECT_EQ(server.requests(), 2u) << "the POST was sent twice";
+
+  // A GET is idempotent: curl's resend on a fresh connection stays.
+  drops = 0;
+  auto again = send(get(server.url("/warm")));
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  auto get_result = send(get(server.url("/drop")));
+  ASSERT_TRUE(get_result.has_value()) << get_result.error().message;
+  EXPECT_EQ(get_result->body, "GET /drop");
+
+  // Redirects of a POST are new requests, not resends.
+  TestServer redirecting([](const SeenRequest& req) {
+    if (req.target == "/from") return http_reply(307, "", "Location: /to\r\n");
+    return http_reply(200, req.method + " " + req.target + " " + req.body);
+  });
+  HttpRequest moved;
+  moved.method = "POST";
+  moved.url = redirecting.url("/from");
+  moved.body = "x";
+  moved.max_redirects = 2;
+  auto followed = send(std::move(moved));
+  ASSERT_TRUE(followed.has_value()) << followed.error().message;
+  EXPECT_EQ(followed->body, "POST /to x");
+}
+
+// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+// hangs until the client's connect timeout (a black-holed upstream).
+class BlackHole {
+ public:
+  BlackHole() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof addr;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), length) != 0 ||
+        ::listen(listener_, 0) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    for (int i = 0; i < 8; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      (void)::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+      fillers_.push_back(fd);
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ~BlackHole() {
+    for (int fd : fillers_) ::close(fd);
+    ::close(listener_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1/x"; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
+// curl closes a connect attempt it gave up on without the close-socket callback. A watch kept
+// for that socket was found again when its number came back as a new connection, and that
+// transfer then waited for curl's next timeout instead of its socket.
+TEST_F(CurlHttpClientTest, AnAbandonedConnectDoesNotStallLaterTransfers) {
+  BlackHole hole;
+  TestServer server([](const SeenRequest& req) { return http_reply(200, req.target); });
+  for (int round = 0; round < 3; ++round) {
+    HttpRequest hung = get(hole.url());
+    hung.connect_timeout_ms = 150;
+    hung.total_timeout_ms = 3000;
+    EXPECT_NET_ERROR(send(std::move(hung)), NetErrc::kTimeout);
+
+    HttpRequest fresh = get(server.url("/after/" + std::to_string(round)));
+    fresh.connect_timeout_ms = 5000;
+    fresh.total_timeout_ms = 8000;
+    const auto started = std::chrono::steady_clock::now();
+    auto result = send(std::move(fresh));
+    const auto took = std::chrono::steady_clock::now() - started;
+    ASSERT_TRUE(result.has_value()) << result.error().message;
+    EXPECT_LT(took, 1s) << "round " << round << ": the transfer waited for a timer";
+  }
 }
 
 TEST_F(CurlHttpClientTest, DestroyingTheClientAbortsInFlightSends) {
