@@ -460,7 +460,16 @@ awaitable<http::Response> ImagesApi::job_status(http::Request& req) {
                  {"created_at", job->created_at_ms / 1000},
                  {"credits_reserved", credits_json(job->reserved)},
                  {"credits_charged", credits_json(job->charged)}};
+  if (job->started_at_ms) o["started_at"] = *job->started_at_ms / 1000;
   if (job->finished_at_ms) o["completed_at"] = *job->finished_at_ms / 1000;
+  // The normalized parameters the job ran with (an async job's stored task, with its input
+  // blob ids, stays internal).
+  boost::system::error_code params_ec;
+  json::value params = json::parse(job->params_json.empty() ? "{}" : job->params_json, params_ec);
+  if (!params_ec && params.is_object()) {
+    params.get_object().erase("task");
+    o["params"] = std::move(params);
+  }
   if (!job->error_code.empty()) {
     o["error"] = json::object{{"code", job->error_code}, {"message", job->error_message}};
   }

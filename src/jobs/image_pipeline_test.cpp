@@ -41,7 +41,7 @@ class ScriptedProvider final : public providers::ImageProvider {
       }
     }
     ImageResult r;
-    for (int i = 0; i < task.n; ++i) {
+    for (int i = 0; i < task.n + extra_images; ++i) {
       r.images.push_back({"\x89PNG-fake-" + std::to_string(i), "image/png", task.width, task.height,
                           std::nullopt});
     }
@@ -50,6 +50,7 @@ class ScriptedProvider final : public providers::ImageProvider {
   }
   std::deque<std::optional<ProviderError>> script;  // nullopt = succeed
   int partials_before_failure = 0;                  // sent to a sink before a scripted failure
+  int extra_images = 0;                             // delivered beyond task.n
   int calls = 0;
   providers::ImageTask last_task;
 
@@ -220,6 +221,17 @@ TEST_F(ImagePipelineTest, StreamThatSentNothingFailsOver) {
   ASSERT_TRUE(out.has_value()) << out.error().message;
   EXPECT_EQ(b_->calls, 1);
   EXPECT_EQ(balance(), credits(9));
+}
+
+TEST_F(ImagePipelineTest, ExtraImagesFromTheUpstreamAreNotHandedOut) {
+  store_.grant(user_, credits(10), "t");
+  a_->extra_images = 3;
+  auto req = request();
+  req.n = 2;
+  auto out = run(req);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  EXPECT_EQ(out->images.size(), 2u);
+  EXPECT_EQ(balance(), credits(8));
 }
 
 TEST_F(ImagePipelineTest, LastChannelFailureRefunds) {

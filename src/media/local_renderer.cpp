@@ -675,7 +675,8 @@ TokenUsage local_usage(const RenderSpec& spec) {
   const std::string quality = to_lower_ascii(spec.quality);
   std::int64_t per_megapixel = 1056;
   if (quality == "low") per_megapixel = 272;
-  if (quality == "high" || quality == "hd" || quality == "uhd") per_megapixel = 4160;
+  // standard/hd/uhd are size tiers, priced at the default (medium) quality.
+  if (quality == "high") per_megapixel = 4160;
   const std::int64_t pixels = std::int64_t{spec.width} * spec.height;
   usage.output_image_tokens = (per_megapixel * pixels + (1 << 20) - 1) / (1 << 20);
   return usage;

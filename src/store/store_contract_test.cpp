@@ -668,6 +668,18 @@ TEST_P(StoreContractTest, GrantRejectsZeroOverflowAndUnknownUsers) {
   EXPECT_EQ(ledger_size(user.id), 1u);
 }
 
+TEST_P(StoreContractTest, GrantCountsOpenHoldsAgainstTheMaximum) {
+  // A refund returns a hold to the balance: a grant that fits only while the hold is out
+  // would let the refund push the balance past the maximum.
+  User user = funded_user("holly@example.com", kMaxMicros);
+  auto hold = store().reserve(user.id, credits(1), "job-max");
+  ASSERT_TRUE(ok(hold));
+  EXPECT_EQ(code(store().grant(user.id, 1, "fits only while held")), "kInvalidArgument");
+  ASSERT_TRUE(ok(store().refund(hold->id, "back")));
+  EXPECT_EQ(store().find_user(user.id)->balance, kMaxMicros);
+  expect_clean_ledger(store());
+}
+
 TEST_P(StoreContractTest, ReserveBeyondBalanceFailsAndWritesNothing) {
   User user = funded_user("ivan@example.com", credits(5));
   std::size_t rows = ledger_size(user.id);

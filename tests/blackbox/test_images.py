@@ -274,6 +274,9 @@ def test_job_visible_only_to_owner(srv, key, one_image):
     assert job["model"] == "gpt-image-2"
     assert Decimal(str(job["credits_charged"])) == 1
     assert [d["url"] for d in job["data"]] == [url]
+    assert job["params"]["prompt"] and job["params"]["size"] == "1024x1024", job["params"]
+    assert "task" not in job["params"]
+    assert job["created_at"] <= job["started_at"] <= job["completed_at"], job
     other = srv.create_user(f"other{next(_emails)}@example.com", credits=5)
     assert_openai_error(srv.get(f"/api/jobs/{job_id}", key=other), 404)
     assert srv.get(f"/api/jobs/{job_id}").status_code == 401

@@ -169,6 +169,23 @@ def test_broken_reply_after_200_does_not_fail_over(failover, fake, mode):
     assert fake.stats()["requests"] == 1
 
 
+@pytest.mark.parametrize("mode", ["stream_linger", "stream_cut"])
+def test_stream_whose_images_all_arrived_succeeds(only_fake, fake, mode):
+    """`data: [DONE]` ends a stream even if the upstream keeps the response open; a connection
+    that breaks after the completed image loses nothing. (timeout_ms = 1500 on this server.)"""
+    key = user(only_fake)
+    fake.control(mode=mode)
+    t0 = time.monotonic()
+    with requests.post(only_fake.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                       json=body(stream=True, partial_images=1), stream=True, timeout=IMG_TIMEOUT) as r:
+        assert r.status_code == 200, r.text[:300]
+        events = read_sse(r)
+    names = [e[0] for e in events]
+    assert names == ["image_generation.partial_image", "image_generation.completed"], names
+    assert time.monotonic() - t0 < 1.2, "the stream waited for the upstream timeout"
+    assert credits(only_fake, key) == {"credits": 49, "reserved": 0}
+
+
 def test_stream_cut_after_a_partial_does_not_fail_over(failover, fake):
     """The client has seen the first channel's preview: the stream ends with an error event,
     not with another channel's unrelated image."""

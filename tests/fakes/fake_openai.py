@@ -11,7 +11,9 @@ misbehave. The behaviour comes from, in order of precedence:
 
 Modes: ok, slow (delay then ok), 500, 503, 429, 400 (moderation-style client error),
 401, reset (close the socket mid-body), garbage (200 with a non-JSON body), hang (never answer),
-stream_reset (a stream that sends its first partial image, then closes the socket).
+stream_reset (a stream that sends its first partial image, then closes the socket),
+stream_linger (a whole stream and `data: [DONE]`, then the response is never ended),
+stream_cut (a whole stream, then the socket closes before the final chunk).
 fail_every=K makes every K-th request fail with `fail_mode` (default 500) and the rest ok.
 
 GET /_stats returns counters; POST /_reset clears them. The listening port is printed as
@@ -212,6 +214,15 @@ async def handle_images(state, writer, method, target, headers, body):
                 state.stats["failures"] += 1
                 writer.transport.abort()
                 raise ConnectionResetError
+        if mode == "stream_linger":
+            payload = b"data: [DONE]\n\n"
+            writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(3600)
+        if mode == "stream_cut":
+            await writer.drain()
+            writer.transport.abort()
+            raise ConnectionResetError
         writer.write(b"0\r\n\r\n")
         return
     body = json.dumps({"created": int(time.time()), "data": [{"b64_json": base64.b64encode(img).decode()} for img in images],

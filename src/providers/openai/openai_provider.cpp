@@ -152,34 +152,50 @@ std::expected<OutputImage, std::string> to_output_image(std::string bytes) {
   return image;
 }
 
-std::int64_t token_count(const json::object& object, std::string_view key) {
+// A token count: absent (nullopt), or a non-negative integer. Anything else (a negative, a
+// fraction, a string) makes the whole usage unusable (kInvalid).
+constexpr std::int64_t kInvalid = -1;
+std::optional<std::int64_t> token_count(const json::object& object, std::string_view key) {
   const json::value* v = object.if_contains(key);
-  if (v == nullptr) return 0;
-  if (const std::int64_t* i = v->if_int64()) return std::max<std::int64_t>(*i, 0);
+  if (v == nullptr || v->is_null()) return std::nullopt;
+  if (const std::int64_t* i = v->if_int64()) return *i >= 0 ? *i : kInvalid;
   if (const std::uint64_t* u = v->if_uint64()) {
     return static_cast<std::int64_t>(std::min<std::uint64_t>(*u, INT64_MAX));
   }
   if (const double* d = v->if_double()) {
-    if (std::isfinite(*d) && *d >= 0 && *d < 9e18) return static_cast<std::int64_t>(*d);
+    if (std::isfinite(*d) && *d >= 0 && *d < 9e18 && *d == std::floor(*d)) {
+      return static_cast<std::int64_t>(*d);
+    }
   }
-  return 0;
+  return kInvalid;
 }
 
-// OpenAI `usage`: input_tokens, output_tokens, input_tokens_details.{text_tokens,image_tokens}.
-// Without details every input token counts as text.
+// OpenAI `usage`: input_tokens, output_tokens, input_tokens_details.{text_tokens,image_tokens}
+// (chat-style prompt_tokens / completion_tokens are read the same way). Without details every
+// input token counts as text. A usage with no output count, or with a count that is not a
+// non-negative integer, is unknown (nullopt): the job then settles at its reservation rather
+// than at zero.
 std::optional<ImageUsage> parse_usage(const json::object& root) {
   const json::value* v = root.if_contains("usage");
   if (v == nullptr || !v->is_object()) return std::nullopt;
   const json::object& usage = v->get_object();
+  std::optional<std::int64_t> output = token_count(usage, "output_tokens");
+  if (!output) output = token_count(usage, "completion_tokens");
+  std::optional<std::int64_t> input = token_count(usage, "input_tokens");
+  if (!input) input = token_count(usage, "prompt_tokens");
+  if (!output || *output == kInvalid || (input && *input == kInvalid)) return std::nullopt;
   ImageUsage out;
-  out.output_tokens = token_count(usage, "output_tokens");
-  const std::int64_t input = token_count(usage, "input_tokens");
+  out.output_tokens = *output;
+  out.input_text_tokens = input.value_or(0);
   const json::value* details = usage.if_contains("input_tokens_details");
   if (details != nullptr && details->is_object()) {
-    out.input_text_tokens = token_count(details->get_object(), "text_tokens");
-    out.input_image_tokens = token_count(details->get_object(), "image_tokens");
-  } else {
-    out.input_text_tokens = input;
+    const auto text = token_count(details->get_object(), "text_tokens");
+    const auto image = token_count(details->get_object(), "image_tokens");
+    if ((text && *text == kInvalid) || (image && *image == kInvalid)) return std::nullopt;
+    if (text || image) {
+      out.input_text_tokens = text.value_or(0);
+      out.input_image_tokens = image.value_or(0);
+    }
   }
   return out;
 }
@@ -210,20 +226,31 @@ struct SseEvent {
 // it can run on the HTTP client's strand; the JSON in the events is parsed later, elsewhere.
 class SseParser {
  public:
+  // Lines end with LF, CRLF or a lone CR (the SSE grammar allows all three).
   void feed(std::string_view chunk, std::deque<SseEvent>& out) {
     buffer_.append(chunk);
     std::size_t start = 0;
+    bool split_crlf = false;
     while (true) {
-      const std::size_t newline = buffer_.find('\n', scan_);
-      if (newline == std::string::npos) break;
-      std::string_view line(buffer_.data() + start, newline - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      take_line(line, out);
-      start = newline + 1;
+      const std::size_t lf = buffer_.find('\n', scan_);
+      const std::size_t cr = buffer_.find('\r', scan_);
+      const std::size_t end = std::min(lf, cr);
+      if (end == std::string::npos) break;
+      std::size_t next = end + 1;
+      if (end == cr) {
+        if (end + 1 == buffer_.size()) {  // a CR LF may be split between two chunks
+          split_crlf = true;
+          scan_ = end;
+          break;
+        }
+        if (buffer_[end + 1] == '\n') next = end + 2;
+      }
+      take_line(std::string_view(buffer_.data() + start, end - start), out);
+      start = next;
       scan_ = start;
     }
     buffer_.erase(0, start);
-    scan_ = buffer_.size();
+    scan_ = split_crlf ? scan_ - start : buffer_.size();
   }
 
   // The stream ended: a last event without its blank line still counts.
@@ -354,8 +381,9 @@ std::string map_quality(std::string_view requested, std::string_view upstream_mo
     return "";
   }
   if (q == "low" || q == "medium" || q == "high" || q == "auto") return q;
-  if (q == "hd" || q == "uhd") return "high";
-  return "";  // "standard" (a size tier, already in width x height), unknown or empty
+  // standard/hd/uhd name a size tier (already in width x height), not a rendering quality: the
+  // job is priced at the model's default quality, so the upstream gets its default too.
+  return "";
 }
 
 // 429, 5xx "try again" and 529 (overloaded) mean the upstream refused before accepting the
@@ -628,6 +656,7 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
   ImageResult result;
   int next_index = 0;
   std::optional<ProviderError> stream_error;
+  bool saw_done = false;
   while (true) {
     std::deque<SseEvent> events;
     bool done = false;
@@ -637,7 +666,8 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
       done = state->done;
     }
     for (SseEvent& event : events) {
-      if (stream_error || event.data == "[DONE]") continue;
+      if (event.data == "[DONE]") saw_done = true;
+      if (stream_error || saw_done) continue;
       boost::system::error_code ec;
       json::value doc = json::parse(event.data, ec);
       if (ec || !doc.is_object()) continue;  // unknown noise between events
@@ -690,6 +720,9 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
       // With several completed events (n > 1) the last usage wins: OpenAI reports it per reply.
       if (std::optional<ImageUsage> usage = parse_usage(payload)) result.usage = usage;
     }
+    // `data: [DONE]` ends the stream whether or not the upstream then closes the response:
+    // returning ends the transfer (AbandonOnExit).
+    if (saw_done && !stream_error && !result.images.empty()) co_return result;
     if (done) break;
     std::tuple<boost::system::error_code> rung = co_await state->doorbell.async_receive(kNoThrow);
     if (std::get<0>(rung)) {
@@ -707,7 +740,12 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
     body = std::move(state->head);
     json_body = state->json_body;
   }
-  if (!response) co_return std::unexpected(transport_error(response.error()));
+  if (!response) {
+    // Completed images arrived before the connection broke: the upstream did the work and
+    // delivered it, so the job has it.
+    if (!json_body && !stream_error && !result.images.empty()) co_return result;
+    co_return std::unexpected(transport_error(response.error()));
+  }
   if (response->status < 200 || response->status > 299) {
     co_return std::unexpected(status_error(response->status, body));
   }

@@ -252,8 +252,9 @@ TEST(OpenAiQualityTest, Mapping) {
   EXPECT_EQ(map_quality("auto", "gpt-image-1"), "auto");
   EXPECT_EQ(map_quality("HIGH", "gpt-image-1"), "high");
   EXPECT_EQ(map_quality("standard", "gpt-image-1"), "");
-  EXPECT_EQ(map_quality("hd", "gpt-image-1"), "high");
-  EXPECT_EQ(map_quality("uhd", "gpt-image-1"), "high");
+  // Size tiers, priced at the default quality: the upstream renders at its default too.
+  EXPECT_EQ(map_quality("hd", "gpt-image-1"), "");
+  EXPECT_EQ(map_quality("uhd", "gpt-image-1"), "");
   EXPECT_EQ(map_quality("", "gpt-image-1"), "");
   EXPECT_EQ(map_quality("ultra", "gpt-image-1"), "");
   EXPECT_EQ(map_quality("standard", "dall-e-3"), "standard");
@@ -380,6 +381,36 @@ TEST_F(OpenAiProviderTest, UsageWithoutDetailsCountsInputAsTextAndNoUsageIsNullo
   auto bare = run(provider, task);
   ASSERT_TRUE(bare.has_value());
   EXPECT_FALSE(bare->usage.has_value());
+}
+
+// A usage the adapter cannot read must not settle a token-priced job at zero: it is unknown
+// (nullopt) and the job settles at its reservation.
+TEST_F(OpenAiProviderTest, UnreadableUsageIsUnknownNotZero) {
+  ImageTask task = generation_task();
+  for (const char* usage :
+       {R"({})", R"({"total_tokens":281})", R"({"input_tokens":6,"output_tokens":"275"})",
+        R"({"input_tokens":6,"output_tokens":-5})", R"({"input_tokens":-1,"output_tokens":5})",
+        R"({"input_tokens":6,"output_tokens":2.5})",
+        R"({"output_tokens":5,"input_tokens_details":{"text_tokens":-3}})"}) {
+    net::FakeHttpClient client;
+    OpenAiProvider provider(client, settings());
+    client.add_response(
+        kGenerations, 200,
+        R"({"data":[{"b64_json":")" + b64(png(8, 8)) + R"("}],"usage":)" + usage + "}");
+    auto result = run(provider, task);
+    ASSERT_TRUE(result.has_value()) << usage;
+    EXPECT_FALSE(result->usage.has_value()) << usage;
+  }
+  // Chat-style names are read like OpenAI's image names.
+  net::FakeHttpClient client;
+  OpenAiProvider provider(client, settings());
+  client.add_response(kGenerations, 200,
+                      R"({"data":[{"b64_json":")" + b64(png(8, 8)) +
+                          R"("}],"usage":{"prompt_tokens":6,"completion_tokens":275}})");
+  auto chat = run(provider, task);
+  ASSERT_TRUE(chat.has_value() && chat->usage.has_value());
+  EXPECT_EQ(chat->usage->input_text_tokens, 6);
+  EXPECT_EQ(chat->usage->output_tokens, 275);
 }
 
 TEST_F(OpenAiProviderTest, AcceptsDataUrlPrefixAndWrappedBase64) {
@@ -686,6 +717,27 @@ TEST_F(OpenAiProviderTest, StreamingEditsUseImageEditEventsAndCrlfLines) {
   EXPECT_EQ(sink.indexes(), (std::vector<int>{0}));
   ASSERT_EQ(result->images.size(), 1u);
   EXPECT_EQ(result->images[0].width, 1024);
+}
+
+TEST_F(OpenAiProviderTest, StreamingWithLoneCrLineEndsAtAnyChunking) {
+  std::string body = stream_body("image_generation", 2, png(16, 16));
+  for (char& c : body) {
+    if (c == '\n') c = '\r';
+  }
+  for (std::size_t chunk : {0u, 1u, 2u, 7u}) {
+    net::FakeHttpClient client;
+    client.set_chunk_size(chunk);
+    OpenAiProvider provider(client, settings());
+    client.add_response(kGenerations, 200, ": keep-alive\r\r" + body);
+    ImageTask task = generation_task();
+    task.partial_images = 2;
+    RecordingSink sink;
+    auto result = run(provider, task, &sink);
+    ASSERT_TRUE(result.has_value()) << "chunk " << chunk << ": " << result.error().message;
+    EXPECT_EQ(sink.indexes(), (std::vector<int>{0, 1})) << "chunk " << chunk;
+    ASSERT_EQ(result->images.size(), 1u);
+    EXPECT_EQ(result->images[0].width, 16);
+  }
 }
 
 TEST_F(OpenAiProviderTest, NoSinkMeansNoStreaming) {

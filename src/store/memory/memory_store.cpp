@@ -261,7 +261,8 @@ StoreResult<LedgerEntry> MemoryStore::grant(std::int64_t user_id, Micros amount,
   User* user = user_locked(user_id);
   if (user == nullptr) return err(StoreErrc::kNotFound, id_text("no user", user_id));
   if (amount > 0) {
-    if (user->balance + amount > kMaxMicros) {
+    // Open holds come back on a refund: they count against the maximum too.
+    if (user->balance + user->reserved + amount > kMaxMicros) {
       return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
     }
     user->balance += amount;

@@ -1712,8 +1712,14 @@ StoreResult<LedgerEntry> SqliteStore::grant(std::int64_t user_id, Micros amount,
     auto balance = balance_of(c, user_id);
     if (!balance) return std::unexpected(balance.error());
     Micros applied = amount;
-    if (amount > 0 && *balance + amount > kMaxMicros) {
-      return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
+    if (amount > 0) {
+      // Open holds come back on a refund: they count against the maximum too.
+      auto reserved =
+          c.prepare("SELECT reserved FROM users WHERE id = ?").bind(user_id).one(read_i64);
+      if (!reserved) return std::unexpected(reserved.error());
+      if (*balance + reserved->value_or(0) + amount > kMaxMicros) {
+        return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
+      }
     }
     if (amount < 0) applied = std::max(amount, -*balance);
     Micros after = *balance + applied;
