@@ -69,6 +69,15 @@ def body(**kw):
     return dict({"model": "gpt-image-2", "prompt": "an upstream cat", "size": "1024x1024"}, **kw)
 
 
+def stream_events(srv, key, **kw):
+    """[(event name, data)] of a streamed generation (the HTTP status must be 200)."""
+    with requests.post(srv.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                       json=body(stream=True, **kw), stream=True, timeout=IMG_TIMEOUT) as r:
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        return read_sse(r)
+
+
 # ---- success ---------------------------------------------------------------------------------
 
 def test_upstream_ok_with_bearer(only_fake, fake):
@@ -118,11 +127,7 @@ def test_generation_with_reference_goes_to_edits(only_fake, fake):
 
 def test_upstream_stream(only_fake, fake):
     key = user(only_fake)
-    with requests.post(only_fake.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
-                       json=body(stream=True, partial_images=2), stream=True, timeout=IMG_TIMEOUT) as r:
-        assert r.status_code == 200, r.text[:300]
-        assert r.headers["Content-Type"].startswith("text/event-stream")
-        events = read_sse(r)
+    events = stream_events(only_fake, key, partial_images=2)
     names = [e[0] for e in events]
     assert names == ["image_generation.partial_image"] * 2 + ["image_generation.completed"], names
     info = image_info(base64.b64decode(events[-1][1]["b64_json"]))
@@ -176,10 +181,7 @@ def test_stream_whose_images_all_arrived_succeeds(only_fake, fake, mode):
     key = user(only_fake)
     fake.control(mode=mode)
     t0 = time.monotonic()
-    with requests.post(only_fake.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
-                       json=body(stream=True, partial_images=1), stream=True, timeout=IMG_TIMEOUT) as r:
-        assert r.status_code == 200, r.text[:300]
-        events = read_sse(r)
+    events = stream_events(only_fake, key, partial_images=1)
     names = [e[0] for e in events]
     assert names == ["image_generation.partial_image", "image_generation.completed"], names
     assert time.monotonic() - t0 < 1.2, "the stream waited for the upstream timeout"
@@ -191,10 +193,7 @@ def test_stream_cut_after_a_partial_does_not_fail_over(failover, fake):
     not with another channel's unrelated image."""
     key = user(failover)
     fake.control(mode="stream_reset")
-    with requests.post(failover.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
-                       json=body(stream=True, partial_images=2), stream=True, timeout=IMG_TIMEOUT) as r:
-        assert r.status_code == 200, r.text[:300]
-        events = read_sse(r)
+    events = stream_events(failover, key, partial_images=2)
     names = [e[0] for e in events]
     assert names == ["image_generation.partial_image", "error"], names
     err = events[-1][1]["error"]
