@@ -24,6 +24,7 @@
 #include "core/base64.h"
 #include "core/text.h"
 #include "media/image_probe.h"
+#include "providers/openai/sse_parser.h"
 
 namespace ig::providers {
 namespace {
@@ -215,87 +216,6 @@ std::string_view file_extension(std::string_view mime) {
 // "scheme://host:port" with the default port filled in; "" when unparsable.
 
 // --- streaming -------------------------------------------------------------------------------
-
-// One server-sent event: its `event:` name and its `data:` lines joined by "\n".
-struct SseEvent {
-  std::string name;
-  std::string data;
-};
-
-// Incremental text/event-stream splitter. Cheap per chunk (memchr from where it stopped), so
-// it can run on the HTTP client's strand; the JSON in the events is parsed later, elsewhere.
-class SseParser {
- public:
-  // Lines end with LF, CRLF or a lone CR (the SSE grammar allows all three).
-  void feed(std::string_view chunk, std::deque<SseEvent>& out) {
-    buffer_.append(chunk);
-    std::size_t start = 0;
-    bool split_crlf = false;
-    while (true) {
-      const std::size_t lf = buffer_.find('\n', scan_);
-      const std::size_t cr = buffer_.find('\r', scan_);
-      const std::size_t end = std::min(lf, cr);
-      if (end == std::string::npos) break;
-      std::size_t next = end + 1;
-      if (end == cr) {
-        if (end + 1 == buffer_.size()) {  // a CR LF may be split between two chunks
-          split_crlf = true;
-          scan_ = end;
-          break;
-        }
-        if (buffer_[end + 1] == '\n') next = end + 2;
-      }
-      take_line(std::string_view(buffer_.data() + start, end - start), out);
-      start = next;
-      scan_ = start;
-    }
-    buffer_.erase(0, start);
-    scan_ = split_crlf ? scan_ - start : buffer_.size();
-  }
-
-  // The stream ended: a last event without its blank line still counts.
-  void finish(std::deque<SseEvent>& out) {
-    if (!buffer_.empty()) {
-      std::string rest = std::move(buffer_);
-      buffer_.clear();
-      if (!rest.empty() && rest.back() == '\r') rest.pop_back();
-      take_line(rest, out);
-    }
-    take_line("", out);
-  }
-
- private:
-  void take_line(std::string_view line, std::deque<SseEvent>& out) {
-    if (line.empty()) {
-      if (has_data_) out.push_back(SseEvent{std::move(name_), std::move(data_)});
-      name_.clear();
-      data_.clear();
-      has_data_ = false;
-      return;
-    }
-    if (line.front() == ':') return;  // comment / keep-alive
-    const std::size_t colon = line.find(':');
-    std::string_view field = line.substr(0, colon);
-    std::string_view value;
-    if (colon != std::string_view::npos) {
-      value = line.substr(colon + 1);
-      if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    }
-    if (field == "event") {
-      name_ = std::string(value);
-    } else if (field == "data") {
-      if (has_data_) data_ += '\n';
-      data_.append(value);
-      has_data_ = true;
-    }
-  }
-
-  std::string buffer_;
-  std::size_t scan_ = 0;
-  std::string name_;
-  std::string data_;
-  bool has_data_ = false;
-};
 
 using Doorbell = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
