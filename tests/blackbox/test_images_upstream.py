@@ -186,6 +186,21 @@ def test_stream_whose_images_all_arrived_succeeds(only_fake, fake, mode):
     assert names == ["image_generation.partial_image", "image_generation.completed"], names
     assert time.monotonic() - t0 < 1.2, "the stream waited for the upstream timeout"
     assert credits(only_fake, key) == {"credits": 49, "reserved": 0}
+    # ...and the upstream response left open after [DONE] is closed at once, not at the timeout.
+    deadline = time.monotonic() + 0.8
+    while fake.stats()["lingering"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.stats()["lingering"] == 0, "the upstream transfer is still open"
+
+
+def test_stream_cut_before_all_n_images_fails(only_fake, fake):
+    """n = 2 and the connection breaks after the first completed image (the fake streams one):
+    a broken stream, refunded, not a success with half the images."""
+    key = user(only_fake)
+    fake.control(mode="stream_cut")
+    events = stream_events(only_fake, key, partial_images=1, n=2)
+    assert [e[0] for e in events][-1] == "error", [e[0] for e in events]
+    assert credits(only_fake, key) == {"credits": 50, "reserved": 0}
 
 
 def test_stream_cut_after_a_partial_does_not_fail_over(failover, fake):

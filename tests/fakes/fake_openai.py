@@ -57,7 +57,8 @@ class State:
         self.fail_mode = "500"
         self.noisy = False
         self.png_cache = {}
-        self.stats = {"requests": 0, "generations": 0, "edits": 0, "failures": 0, "connections": 0, "in_flight": 0, "max_in_flight": 0}
+        self.stats = {"requests": 0, "generations": 0, "edits": 0, "failures": 0, "connections": 0, "in_flight": 0, "max_in_flight": 0,
+                      "lingering": 0}
         self.last_requests = []
 
     def png(self, w, h, seed):
@@ -143,7 +144,7 @@ def error_body(message, etype, code):
     return json.dumps({"error": {"message": message, "type": etype, "param": None, "code": code}})
 
 
-async def handle_images(state, writer, method, target, headers, body):
+async def handle_images(state, writer, method, target, headers, body, reader=None):
     state.stats["requests"] += 1
     edit = target.startswith("/v1/images/edits")
     state.stats["edits" if edit else "generations"] += 1
@@ -218,7 +219,13 @@ async def handle_images(state, writer, method, target, headers, body):
             payload = b"data: [DONE]\n\n"
             writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             await writer.drain()
-            await asyncio.sleep(3600)
+            state.stats["lingering"] += 1
+            try:
+                while await reader.read(4096):  # until the client hangs up (EOF)
+                    pass
+            finally:
+                state.stats["lingering"] -= 1
+            raise ConnectionResetError
         if mode == "stream_cut":
             await writer.drain()
             writer.transport.abort()
@@ -266,7 +273,7 @@ async def serve_connection(state, reader, writer):
                 state.stats["in_flight"] += 1
                 state.stats["max_in_flight"] = max(state.stats["max_in_flight"], state.stats["in_flight"])
                 try:
-                    await handle_images(state, writer, method, path, headers, body)
+                    await handle_images(state, writer, method, path, headers, body, reader)
                 finally:
                     state.stats["in_flight"] -= 1
             else:

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -272,15 +274,20 @@ struct StreamState {
   bool done = false;
   std::optional<net::NetResult<net::HttpResponse>> outcome;
   std::atomic<bool> abandoned{false};  // the relaying coroutine is gone: abort the transfer
+  asio::cancellation_signal cancel;    // bound to the send (executor thread only)
   Doorbell doorbell;
 };
 
 // Marks the stream abandoned when the relaying coroutine leaves (normally or by destruction).
+// Ends the relay's upstream transfer when the relaying coroutine returns, whether or not more
+// bytes come (an upstream may keep the response open after `data: [DONE]`): the cancellation
+// reaches the HTTP client's transfer at once. Same executor (one thread) as the send.
 struct AbandonOnExit {
   std::shared_ptr<StreamState> state;
   ~AbandonOnExit() {
     state->abandoned.store(true);
     state->doorbell.close();
+    state->cancel.emit(asio::cancellation_type::terminal);
   }
 };
 
@@ -570,7 +577,8 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
       state->finish(std::unexpected(net::NetError{net::NetErrc::kOther, "send failed", false}));
     }
   };
-  asio::co_spawn(executor, run_streamed_send(client_, std::move(request), state), on_end);
+  asio::co_spawn(executor, run_streamed_send(client_, std::move(request), state),
+                 asio::bind_cancellation_slot(state->cancel.slot(), on_end));
 
   static constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
   ImageResult result;
@@ -661,9 +669,10 @@ asio::awaitable<Outcome> OpenAiProvider::generate_streamed(const ImageTask& task
     json_body = state->json_body;
   }
   if (!response) {
-    // Completed images arrived before the connection broke: the upstream did the work and
-    // delivered it, so the job has it.
-    if (!json_body && !stream_error && !result.images.empty()) co_return result;
+    // Every completed image arrived before the connection broke: the upstream did the work
+    // and delivered it, so the job has it. Fewer than n is a broken stream.
+    const auto wanted = static_cast<std::size_t>(std::max(task.n, 1));
+    if (!json_body && !stream_error && result.images.size() >= wanted) co_return result;
     co_return std::unexpected(transport_error(response.error()));
   }
   if (response->status < 200 || response->status > 299) {
