@@ -478,9 +478,10 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     }
   }
 
-  if (result && result->images.size() > static_cast<std::size_t>(std::max(task.n, 1))) {
+  const auto asked = static_cast<std::size_t>(std::max(task.n, 1));
+  if (result && result->images.size() > asked) {
     // An upstream that sends more than was asked for: the client gets, and pays for, n.
-    result->images.resize(static_cast<std::size_t>(std::max(task.n, 1)));
+    result->images.resize(asked);
   }
   if (result && result->images.empty()) {
     result = std::unexpected(

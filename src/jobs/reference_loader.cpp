@@ -242,12 +242,7 @@ asio::awaitable<Result<InputImage>> ReferenceLoader::load_labeled(const ImageSou
       bytes = decode_data_url(source.value, field, label);
       break;
     case ImageSource::Kind::kBase64:
-      bytes = decode_base64(source.value, field, label);
-      if (!bytes && !field.ends_with("base64") &&
-          bytes.error().message.find("invalid base64") != std::string::npos) {
-        // A URL field holding neither a URL nor base64: say what was expected.
-        bytes.error().message = label + " is not an http(s) URL, a data: URL or base64 image bytes";
-      }
+      bytes = decode_base64(source.value, field, label, !field.ends_with("base64"));
       break;
     case ImageSource::Kind::kUpload:
       bytes = source.value;  // the HTTP layer bounded the body; verify() applies the image cap
@@ -318,7 +313,7 @@ Result<std::string> ReferenceLoader::decode_data_url(std::string_view url, const
 }
 
 Result<std::string> ReferenceLoader::decode_base64(std::string_view text, const std::string& field,
-                                                   const std::string& label) const {
+                                                   const std::string& label, bool bare) const {
   const std::size_t max = settings_.max_image_bytes;
   // Cheap check on the encoded length first: more than twice the encoded size of the largest
   // allowed image cannot be an allowed image, whatever line wrapping it uses.
@@ -330,6 +325,8 @@ Result<std::string> ReferenceLoader::decode_base64(std::string_view text, const 
     if (bytes.error().code == ErrorCode::kPayloadTooLarge) {
       return invalid(fmt::format("{} is larger than {} bytes", label, max), field);
     }
+    if (bare)
+      return invalid(label + " is not an http(s) URL, a data: URL or base64 image bytes", field);
     return invalid(label + ": " + bytes.error().message, field);
   }
   return bytes;

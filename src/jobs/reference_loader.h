@@ -72,8 +72,10 @@ class ReferenceLoader {
                                                     const std::string& label);
   Result<std::string> decode_data_url(std::string_view url, const std::string& field,
                                       const std::string& label) const;
+  // `bare`: the text came from a URL field that held neither a URL nor a data: URL, so a
+  // decoding error says what the field expects rather than what base64 found.
   Result<std::string> decode_base64(std::string_view text, const std::string& field,
-                                    const std::string& label) const;
+                                    const std::string& label, bool bare = false) const;
   Result<providers::InputImage> verify(std::string bytes, const std::string& field,
                                        const std::string& label) const;
   // load_all's body on its strand: runs `workers` run_batch coroutines as one group.

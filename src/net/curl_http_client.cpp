@@ -503,6 +503,7 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     bool reading = false;
     bool writing = false;
     bool dead = false;
+    bool was_read = false;  // curl asked to read it: the connection was established
   };
 
   // Cancellation slot handler: aborts the transfer on the strand.
@@ -692,12 +693,6 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  static bool is_connected(curl_socket_t s) {
-    sockaddr_storage peer{};
-    socklen_t length = sizeof peer;
-    return ::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &length) == 0;
-  }
-
   void drop_watch(curl_socket_t s) {
     auto it = watches_.find(s);
     if (it == watches_.end()) return;
@@ -724,11 +719,12 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
       // A kept-alive connection between two transfers: its watch stays registered, idle,
       // until curl closes the socket (close_socket_callback). Re-creating it per transfer cost
       // an fstat, a dup, a close and two epoll_ctl calls per upstream request. Only an
-      // established connection is kept: curl closes a connect attempt it gives up on (a
+      // established connection is kept (curl reads only from those; a connecting socket is
+      // only ever watched for writing): curl closes a connect attempt it gives up on (a
       // connect timeout) without the close-socket callback, and a watch kept for it would hold
       // that socket open through our dup and be found again when the number is reused.
       auto it = watches_.find(s);
-      if (connection && it != watches_.end() && is_connected(s)) {
+      if (connection && it != watches_.end() && it->second->was_read) {
         it->second->what = 0;
       } else {
         drop_watch(s);
@@ -766,6 +762,7 @@ struct CurlHttpClient::Impl : std::enable_shared_from_this<Impl> {
       it = watches_.emplace(s, std::move(w)).first;
     }
     it->second->what = what;
+    if ((what & CURL_POLL_IN) != 0) it->second->was_read = true;
     arm(it->second);
   }
 

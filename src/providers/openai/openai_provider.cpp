@@ -278,10 +278,9 @@ struct StreamState {
   Doorbell doorbell;
 };
 
-// Marks the stream abandoned when the relaying coroutine leaves (normally or by destruction).
-// Ends the relay's upstream transfer when the relaying coroutine returns, whether or not more
-// bytes come (an upstream may keep the response open after `data: [DONE]`): the cancellation
-// reaches the HTTP client's transfer at once. Same executor (one thread) as the send.
+// When the relaying coroutine leaves (normally or by destruction): marks the stream abandoned
+// and cancels the upstream transfer at once, whether or not more bytes come (an upstream may
+// keep the response open after `data: [DONE]`). Same executor (one thread) as the send.
 struct AbandonOnExit {
   std::shared_ptr<StreamState> state;
   ~AbandonOnExit() {

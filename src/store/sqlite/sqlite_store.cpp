@@ -1709,20 +1709,24 @@ StoreResult<LedgerEntry> SqliteStore::grant(std::int64_t user_id, Micros amount,
   }
   std::int64_t now = clock_.now_s();
   return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<LedgerEntry> {
-    auto balance = balance_of(c, user_id);
-    if (!balance) return std::unexpected(balance.error());
+    struct Funds {
+      Micros balance;
+      Micros reserved;
+    };
+    auto funds = found(c.prepare("SELECT balance, reserved FROM users WHERE id = ?")
+                           .bind(user_id)
+                           .one([](Stmt& r) {
+                             return Funds{r.i64(0), r.i64(1)};
+                           }),
+                       "user", user_id);
+    if (!funds) return std::unexpected(funds.error());
     Micros applied = amount;
-    if (amount > 0) {
-      // Open holds come back on a refund: they count against the maximum too.
-      auto reserved =
-          c.prepare("SELECT reserved FROM users WHERE id = ?").bind(user_id).one(read_i64);
-      if (!reserved) return std::unexpected(reserved.error());
-      if (*balance + reserved->value_or(0) + amount > kMaxMicros) {
-        return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
-      }
+    // Open holds come back on a refund: they count against the maximum too.
+    if (amount > 0 && funds->balance + funds->reserved + amount > kMaxMicros) {
+      return err(StoreErrc::kInvalidArgument, "balance would exceed the maximum");
     }
-    if (amount < 0) applied = std::max(amount, -*balance);
-    Micros after = *balance + applied;
+    if (amount < 0) applied = std::max(amount, -funds->balance);
+    Micros after = funds->balance + applied;
     auto updated =
         c.prepare("UPDATE users SET balance = ? WHERE id = ?").bind(after, user_id).run();
     if (!updated) return std::unexpected(updated.error());
