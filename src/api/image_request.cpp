@@ -257,14 +257,20 @@ Result<ImageRequest> parse_image_multipart(const std::vector<http::MultipartPart
   ImageRequest req;
   req.edit_endpoint = edit_endpoint;
   FieldSink sink(req);
+  // A file part normally has a filename; some clients (a File with an empty name in the OpenAI
+  // SDK) send only its Content-Type. A text field has none (parsed as text/plain) or a text/* one.
+  auto is_file = [](const http::MultipartPart& part) {
+    return part.filename.has_value() || !part.content_type.starts_with("text/");
+  };
   for (const auto& part : parts) {
     std::string_view name = part.name;
-    if (part.filename.has_value() || name == "image" || name == "image[]" || name == "mask") {
+    const bool file = is_file(part);
+    if (file || name == "image" || name == "image[]" || name == "mask") {
       if (name == "image" || name == "image[]" || name.starts_with("image[")) {
         if (req.images.size() >= kMaxReferenceImages) {
           return fail(ErrorCode::kInvalidRequest, "at most 16 reference images are allowed", "image");
         }
-        if (!part.filename.has_value()) {
+        if (!file) {
           if (auto r = sink.add_image("image", part.data); !r) return std::unexpected(r.error());
           continue;
         }
@@ -273,7 +279,7 @@ Result<ImageRequest> parse_image_multipart(const std::vector<http::MultipartPart
         continue;
       }
       if (name == "mask") {
-        if (!part.filename.has_value()) {
+        if (!file) {
           if (auto r = sink.set_mask("mask", part.data); !r) return std::unexpected(r.error());
           continue;
         }

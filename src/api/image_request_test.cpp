@@ -152,5 +152,22 @@ TEST(ImageRequestTest, MultipartFields) {
   EXPECT_EQ(e.error().param, "n");
 }
 
+TEST(ImageRequestTest, AFilePartWithoutAFilenameIsStillAFile) {
+  // The OpenAI SDK sends a File with an empty name as a part with a Content-Type and no filename.
+  std::vector<http::MultipartPart> parts;
+  parts.push_back({"prompt", std::nullopt, "text/plain", "edit it"});
+  parts.push_back({"image", std::nullopt, "image/png", "PNGDATA"});
+  parts.push_back({"mask", std::nullopt, "application/octet-stream", "MASK"});
+  parts.push_back({"image[]", std::nullopt, "text/plain", "https://example.com/b.png"});
+  auto r = parse_image_multipart(parts, true);
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  ASSERT_EQ(r->images.size(), 2u);
+  EXPECT_EQ(r->images[0].kind, ImageSource::Kind::kUpload);
+  EXPECT_EQ(r->images[0].value, "PNGDATA");
+  EXPECT_EQ(r->images[1].kind, ImageSource::Kind::kUrl);
+  ASSERT_TRUE(r->mask.has_value());
+  EXPECT_EQ(r->mask->kind, ImageSource::Kind::kUpload);
+}
+
 }  // namespace
 }  // namespace ig::api

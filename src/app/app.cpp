@@ -143,6 +143,18 @@ std::string base_url_for(const Settings& settings, std::uint16_t port) {
   return "http://" + host + ":" + std::to_string(port);
 }
 
+// Waits until no async job runs or the deadline passes, then calls done(all jobs done).
+asio::awaitable<void> wait_for_jobs(jobs::JobRunner& runner,
+                                    std::chrono::steady_clock::time_point deadline,
+                                    std::function<void(bool)> done) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (runner.running() > 0 && std::chrono::steady_clock::now() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  done(runner.running() == 0);
+}
+
 // Periodic auth maintenance on the pool: revocation polling and last_used_at batching.
 asio::awaitable<void> auth_maintenance(accounts::Authenticator& auth, BlockingPool& pool,
                                        std::shared_ptr<std::atomic<bool>> stopping) {
@@ -368,14 +380,28 @@ int serve(const Settings& settings) {
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     log->info("signal {}: draining (grace {} ms)", signo, settings.server.shutdown_grace_ms);
-    server.begin_shutdown([&, stopping](bool drained) {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(settings.server.shutdown_grace_ms);
+    // No new async job starts from now on; queued ones stay queued in the store.
+    runner.stop();
+    server.begin_shutdown([&, stopping, deadline](bool drained) {
       if (!drained) log->warn("grace period over with requests still in flight; stopping");
-      *stopping = true;
-      // Unfinished async jobs and undelivered callbacks stay in the store; the next start
-      // resumes them.
-      runner.stop();
-      webhooks.stop();
-      for (auto* ctx : io_contexts) ctx->stop();
+      // Running async jobs get the rest of the grace period: one whose upstream cannot be asked
+      // about it after a restart would otherwise be failed and refunded, though the upstream
+      // may be about to deliver (and has billed the operator).
+      auto stop_all = [&, stopping](bool jobs_done) {
+        if (!jobs_done) {
+          log->warn(
+              "grace period over with {} async jobs running; the next start resumes them "
+              "or, where the upstream cannot be asked, fails and refunds them",
+              runner.running());
+        }
+        *stopping = true;
+        // Undelivered callbacks stay in the store too; the next start resumes them.
+        webhooks.stop();
+        for (auto* ctx : io_contexts) ctx->stop();
+      };
+      asio::co_spawn(ioc, wait_for_jobs(runner, deadline, std::move(stop_all)), asio::detached);
     });
   });
 
@@ -386,6 +412,13 @@ int serve(const Settings& settings) {
   }
   const std::string base_url = base_url_for(settings, *port);
   public_base_url = base_url;
+  if (settings.public_base_url.empty() &&
+      (settings.server.host == "0.0.0.0" || settings.server.host == "::")) {
+    log->warn(
+        "listening on every address but [server] public_base_url is not set: result URLs and "
+        "callback URLs will name {}, which other machines cannot reach",
+        base_url);
+  }
   if (auto boot = bootstrap(settings, **store, random, base_url); !boot) {
     std::cerr << "imagegate: error: " << boot.error().message << std::endl;
     return 1;

@@ -248,7 +248,7 @@ int run_cli(int argc, char** argv) {
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
   spdlog::set_default_logger(logger);
   Context ctx;
-  CLI::App app{"imagegate: a self-hosted gateway for image and video generation APIs"};
+  CLI::App app{"imagegate: a self-hosted gateway for image generation APIs"};
   app.require_subcommand(1);
   app.add_option("-c,--config", ctx.config_path, "TOML config file (default: $IMAGEGATE_CONFIG, else built-in defaults)");
 

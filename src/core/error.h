@@ -32,6 +32,10 @@ struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;
   std::optional<std::string> param;
+  // False when sending the same request again could repeat work that may have been done (an
+  // upstream that may have rendered, and billed, the image): replies then carry
+  // `x-should-retry: false`, which the OpenAI SDKs obey instead of retrying every 5xx.
+  bool retry_safe = true;
 
   static Error invalid(std::string message, std::optional<std::string> param = std::nullopt) {
     return {ErrorCode::kInvalidRequest, std::move(message), std::move(param)};

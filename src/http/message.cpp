@@ -69,6 +69,7 @@ Response Response::error(const Error& error) {
   if (error.code == ErrorCode::kRateLimitExceeded || error.code == ErrorCode::kUnavailable) {
     r.headers.emplace_back("Retry-After", "1");
   }
+  if (!error.retry_safe) r.headers.emplace_back("x-should-retry", "false");
   return r;
 }
 

@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/text.h"
@@ -49,21 +52,32 @@ std::string_view trim_header(std::string_view s) {
   return s;
 }
 
+// Writes a streamed body in chunks, or, for an HTTP/1.0 client (which knows no chunked coding),
+// as raw bytes that the closing connection delimits.
 class ChunkWriter final : public BodyWriter {
  public:
-  ChunkWriter(beast::tcp_stream& stream, int timeout_ms) : stream_(stream), timeout_ms_(timeout_ms) {}
+  ChunkWriter(beast::tcp_stream& stream, int timeout_ms, bool chunked)
+      : stream_(stream), timeout_ms_(timeout_ms), chunked_(chunked) {}
   asio::awaitable<bool> write(std::string_view chunk) override {
     if (failed_) co_return false;
     if (chunk.empty()) co_return true;  // an empty chunk would end the body
     stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
-    auto framed = bhttp::make_chunk(asio::buffer(chunk.data(), chunk.size()));
-    auto [ec, n] = co_await asio::async_write(stream_, framed, asio::as_tuple(asio::use_awaitable));
+    boost::system::error_code ec;
+    if (chunked_) {
+      auto framed = bhttp::make_chunk(asio::buffer(chunk.data(), chunk.size()));
+      std::tie(ec, std::ignore) =
+          co_await asio::async_write(stream_, framed, asio::as_tuple(asio::use_awaitable));
+    } else {
+      std::tie(ec, std::ignore) = co_await asio::async_write(
+          stream_, asio::buffer(chunk.data(), chunk.size()), asio::as_tuple(asio::use_awaitable));
+    }
     if (ec) failed_ = true;
     bytes_ += chunk.size();
     co_return !failed_;
   }
   asio::awaitable<bool> finish() {
     if (failed_) co_return false;
+    if (!chunked_) co_return true;
     stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
     auto last = bhttp::make_chunk_last();
     auto [ec, n] = co_await asio::async_write(stream_, last, asio::as_tuple(asio::use_awaitable));
@@ -76,6 +90,7 @@ class ChunkWriter final : public BodyWriter {
  private:
   beast::tcp_stream& stream_;
   int timeout_ms_;
+  bool chunked_;
   bool failed_ = false;
   std::size_t bytes_ = 0;
 };
@@ -210,6 +225,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     beast::flat_buffer buffer;
     const auto header_timeout = std::chrono::milliseconds(settings_.header_timeout_ms);
     const auto idle_timeout = std::chrono::milliseconds(settings_.idle_timeout_ms);
+    bool linger = false;  // an early error left request bytes unread: drain them before closing
     while (!draining_) {
       conn->busy = false;
       if (buffer.size() == 0) {
@@ -241,17 +257,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           const Error error{ErrorCode::kInvalidRequest,
                             fmt::format("Request header block exceeds {} bytes.",
                                         settings_.max_header_bytes)};
+          linger = true;
           co_await write_early_error(*conn, 431, error, rid);
         } else if (hec == bhttp::error::body_limit) {
           // Beast rejects a declared Content-Length above the limit while parsing the header.
           const Error error{ErrorCode::kPayloadTooLarge,
                             fmt::format("Request body exceeds the limit of {} bytes.",
                                         settings_.max_body_bytes)};
+          linger = true;
           co_await write_early_error(*conn, 413, error, rid);
         } else if (hec != beast::error::timeout && hec != asio::error::eof &&
                    hec != asio::error::operation_aborted && hec != asio::error::connection_reset &&
                    hec != bhttp::error::end_of_stream) {
           const Error error{ErrorCode::kInvalidRequest, "Malformed HTTP request: " + hec.message()};
+          linger = true;
           co_await write_early_error(*conn, 400, error, rid);
         }
         break;
@@ -261,6 +280,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         const Error error{ErrorCode::kPayloadTooLarge,
                           fmt::format("Request body of {} bytes exceeds the limit of {} bytes.",
                                       *len, settings_.max_body_bytes)};
+        linger = true;
         co_await write_early_error(*conn, 413, error, rid);
         break;
       }
@@ -281,10 +301,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             const Error error{ErrorCode::kPayloadTooLarge,
                               fmt::format("Request body exceeds the limit of {} bytes.",
                                           settings_.max_body_bytes)};
+            linger = true;
             co_await write_early_error(*conn, 413, error, rid);
           } else if (bec != beast::error::timeout && bec != asio::error::eof &&
                      bec != asio::error::connection_reset) {
             const Error error{ErrorCode::kInvalidRequest, "Malformed HTTP body: " + bec.message()};
+            linger = true;
             co_await write_early_error(*conn, 400, error, rid);
           }
           break;
@@ -306,6 +328,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       req.remote_ip = conn->remote_ip;
       const bool keep_alive = head.keep_alive();
       const bool is_head = head.method() == bhttp::verb::head;
+      const bool http10 = head.version() < 11;
       req.body = std::move(head.body());
 
       Response response = co_await dispatch(req);
@@ -313,19 +336,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       const bool keep = keep_alive && !draining_;
       std::size_t body_bytes = response.body.size();
       boost::system::error_code wec;
+      bool close_delimited = false;
       if (response.stream && !is_head) {
+        close_delimited = http10;
         bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(response.status), 11};
         res.set(bhttp::field::server, "imagegate");
         res.set(bhttp::field::content_type, response.content_type);
         res.set("X-Request-Id", rid);
         for (auto& [name, value] : response.headers) res.set(name, value);
-        res.keep_alive(keep);
-        res.chunked(true);
+        // HTTP/1.0 has no chunked coding: the body ends when the connection closes.
+        res.keep_alive(keep && !http10);
+        if (!http10) res.chunked(true);
         bhttp::response_serializer<bhttp::empty_body> sr{res};
         conn->stream.expires_after(std::chrono::milliseconds(settings_.write_timeout_ms));
         auto [hec2, hn2] = co_await bhttp::async_write_header(conn->stream, sr,
                                                               asio::as_tuple(asio::use_awaitable));
-        ChunkWriter writer(conn->stream, settings_.write_timeout_ms);
+        ChunkWriter writer(conn->stream, settings_.write_timeout_ms, !http10);
         if (hec2) {
           wec = hec2;
           writer.mark_failed();  // the producer still runs, so its job completes
@@ -363,13 +389,34 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                    response.key_prefix.empty() ? "-" : response.key_prefix, body_bytes,
                    req.remote_ip, rid);
       }
-      if (wec || !keep) break;
+      if (wec || !keep || close_delimited) break;
     }
     boost::system::error_code ignored;
     beast::get_lowest_layer(conn->stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if (linger) co_await drain_before_close(*conn);
     beast::get_lowest_layer(conn->stream).close();
     std::lock_guard lock(mu_);
     connections_.erase(id);
+  }
+
+  // Closing a socket with unread bytes makes the kernel answer with a reset, which can destroy
+  // the error reply before the client reads it: a client still uploading a body we refused (most
+  // HTTP clients do not wait for 100-continue) would see "connection reset" instead of the 413,
+  // and SDKs retry those. So, like nginx's lingering close, read and discard what the client
+  // still sends, for a bounded time, until it closes its side.
+  asio::awaitable<void> drain_before_close(Connection& conn) {
+    constexpr auto kIdle = std::chrono::seconds(2);
+    constexpr auto kTotal = std::chrono::seconds(10);
+    const auto deadline = std::chrono::steady_clock::now() + kTotal;
+    std::array<char, 16384> scratch;
+    for (;;) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) break;
+      conn.stream.expires_after(std::min<std::chrono::steady_clock::duration>(left, kIdle));
+      auto [ec, n] = co_await conn.stream.async_read_some(asio::buffer(scratch),
+                                                          asio::as_tuple(asio::use_awaitable));
+      if (ec) break;
+    }
   }
 
   void begin_shutdown(std::function<void(bool)> done) {

@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
 #include "core/json.h"
@@ -39,6 +42,8 @@ class CountingPartialSink final : public providers::PartialSink {
   providers::PartialSink* inner_;
   int delivered_ = 0;
 };
+
+constexpr int kRefundRetries = 30;  // every 2 s: a minute
 
 // What a client is told about an upstream failure that is not its own fault.
 std::string public_failure(const providers::ProviderError& e) {
@@ -397,6 +402,35 @@ asio::awaitable<void> ImagePipeline::delete_blobs_async(const std::vector<std::s
   (void)co_await pool_.run(cleanup);
 }
 
+asio::awaitable<void> ImagePipeline::refund_unfinished(std::string job_id, std::string channel) {
+  JobFinish refund;
+  refund.status = JobStatus::kFailed;
+  refund.error_code = "internal_error";
+  refund.error_message = "the result could not be stored; nothing was charged";
+  refund.channel = channel;
+  auto write = [this, &job_id, &refund] { return store_.finish_job(job_id, refund); };
+  auto refunded = co_await batched_write(store_, write);
+  if (refunded || refunded.error().code == store::StoreErrc::kAlreadyResolved) co_return;
+  spdlog::error("job {}: the refund did not commit either ({}); retrying in the background", job_id,
+                refunded.error().message);
+  auto retry = [](ImagePipeline& self, std::string id, JobFinish finish) -> asio::awaitable<void> {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (int attempt = 0; attempt < kRefundRetries; ++attempt) {
+      timer.expires_after(std::chrono::seconds(2));
+      co_await timer.async_wait(asio::use_awaitable);
+      auto again = [&self, &id, &finish] { return self.store_.finish_job(id, finish); };
+      auto r = co_await batched_write(self.store_, again);
+      if (r || r.error().code == store::StoreErrc::kAlreadyResolved) {
+        spdlog::info("job {}: refunded", id);
+        co_return;
+      }
+    }
+    spdlog::error("job {}: still not refunded; the next start will refund it", id);
+  };
+  asio::co_spawn(co_await asio::this_coro::executor,
+                 retry(*this, std::move(job_id), std::move(refund)), asio::detached);
+}
+
 void ImagePipeline::publish_inputs(PreparedImageJob& job) const {
   job.task.image_urls.clear();
   if (!settings_.public_blob_url || job.task.images.empty()) return;
@@ -515,8 +549,12 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
     (void)co_await batched_write(store_, fail_job);
     co_await delete_blobs_async(job.input_blobs);
     if (client_fault) co_return std::unexpected(Error::invalid(perr.message, perr.param));
-    co_return std::unexpected(
-        Error{ErrorCode::kUpstream, "The upstream image service failed: " + finish.error_message});
+    Error failed{ErrorCode::kUpstream,
+                 "The upstream image service failed: " + finish.error_message};
+    // What failover would not retry, a client should not either: the upstream may have
+    // accepted the job (a reply cut short, garbage, partial images already sent).
+    failed.retry_safe = perr.kind == providers::FailureKind::kRetryable && sink.delivered() == 0;
+    co_return std::unexpected(std::move(failed));
   }
 
   ImageJobOutcome outcome;
@@ -597,11 +635,22 @@ asio::awaitable<Result<ImageJobOutcome>> ImagePipeline::execute(PreparedImageJob
                    job_id);
     }
   }
+  if (!finished && finished.error().code != store::StoreErrc::kAlreadyResolved) {
+    // The finishing transaction did not commit (a full disk, a database another process
+    // holds): the job is still running with its hold open. Refund it now rather than at the
+    // next start; a refund is a smaller write and may well get through.
+    spdlog::error("job {}: finishing failed: {}; refunding", job_id, finished.error().message);
+    co_await refund_unfinished(job_id, channel_used);
+  }
   if (job.async) unused.insert(unused.end(), job.input_blobs.begin(), job.input_blobs.end());
   co_await delete_blobs_async(unused);
   if (!stored.put_error.empty()) {
-    co_return std::unexpected(
-        Error{ErrorCode::kInternal, "storing the result failed: " + stored.put_error});
+    // The job was failed and refunded in the same transaction. A disk problem, not the
+    // client's: the path and errno stay in the log.
+    spdlog::error("job {}: storing the result failed: {}", job_id, stored.put_error);
+    co_return std::unexpected(Error{ErrorCode::kUnavailable,
+                                    "The result could not be stored; nothing was charged. Try "
+                                    "again later."});
   }
   if (!finished) co_return std::unexpected(store_error(finished.error()));
 

@@ -125,6 +125,9 @@ class ImagePipeline {
   void publish_inputs(PreparedImageJob& job) const;
   void delete_blobs(const std::vector<std::string>& ids);
   boost::asio::awaitable<void> delete_blobs_async(const std::vector<std::string>& ids);
+  // Fails and refunds a job whose finishing write did not commit; if the refund does not
+  // commit either, keeps trying in the background for a while (the next start refunds it too).
+  boost::asio::awaitable<void> refund_unfinished(std::string job_id, std::string channel);
 
   store::Store& store_;
   BlockingPool& pool_;

@@ -32,6 +32,8 @@ void JobRunner::submit(asio::any_io_executor executor, PreparedImageJob job) {
 void JobRunner::enqueue(Entry entry) {
   {
     std::lock_guard lock(mu_);
+    // Once stopping, a job stays queued in the store; the next start runs it.
+    if (stopping_) return;
     if (running_ >= settings_.max_running) {
       queue_.push_back(std::move(entry));
       return;
@@ -49,7 +51,7 @@ void JobRunner::done() {
   Entry next;
   {
     std::lock_guard lock(mu_);
-    if (queue_.empty()) {
+    if (queue_.empty() || stopping_) {
       --running_;
       return;
     }

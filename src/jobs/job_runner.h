@@ -66,6 +66,8 @@ class JobRunner {
   int sweep_once();
   // Runs sweep_once every sweep_interval_ms on the pool until stop().
   void start_sweeper(boost::asio::any_io_executor executor);
+  // Starts no more jobs (queued ones stay queued in the store for the next start); running ones
+  // go on, and running() says when they are done.
   void stop() { stopping_ = true; }
 
   std::size_t queued() const;

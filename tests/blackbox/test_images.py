@@ -317,6 +317,33 @@ def test_stream_generation(srv, key):
     assert credits(srv, key) == {"credits": before - 1, "reserved": 0}
 
 
+def test_stream_to_an_http10_client_is_close_delimited(srv, key):
+    """HTTP/1.0 has no chunked coding (RFC 9112 §6.1): the events come as plain bytes and the
+    connection's close ends them."""
+    import socket
+    body = json.dumps({"model": "gpt-image-2", "prompt": "x", "stream": True,
+                       "partial_images": 1, "size": "1024x1024"}).encode()
+    req = (b"POST /v1/images/generations HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer "
+           + key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: "
+           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    chunks = []
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=IMG_TIMEOUT) as s:
+        s.sendall(req)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert b"transfer-encoding" not in head.lower(), head
+    text = rest.decode()
+    assert text.startswith("event: image_generation.partial_image\n"), text[:100]
+    names = [line[len("event: "):] for line in text.split("\n") if line.startswith("event: ")]
+    assert names == ["image_generation.partial_image", "image_generation.completed"], names
+
+
 def test_stream_edit_multipart(srv, key):
     before = credits(srv, key)["credits"]
     with stream(srv, key, "/v1/images/edits",

@@ -149,3 +149,53 @@ def test_kill9_mid_load_leaves_no_open_hold(factory):
     assert st == 200, body
     assert credits(srv, key) == {"credits": c["credits"] - 1, "reserved": 0}
     assert_ledger_ok(srv)
+
+
+def test_a_store_that_refuses_writes_refunds_and_is_reported(factory):
+    """Another process holds the database's write lock while a generation is upstream: the job
+    cannot finish. The client hears 503 within the busy budget (not after 50 busy timeouts),
+    /readyz says the store's writes fail, and the hold is refunded once the lock goes, while the
+    server runs (not only at its next start)."""
+    import sqlite3
+    srv = factory.server('[store]\nbusy_timeout_ms = 400\n\n'
+                         '[[providers]]\nname = "slow"\ntype = "local"\nlatency_ms = 1000\n\n'
+                         '[[models]]\nid = "gpt-image-2"\nchannels = ["slow"]\n'
+                         '[models.price]\nkind = "per_tier"\nprices = { 1K = 1, 2K = 2, 4K = 3 }\n')
+    key = srv.create_user("locked-store@example.com", credits=10)
+    result = {}
+
+    def call():
+        t0 = time.monotonic()
+        result["r"] = requests.post(srv.url + "/v1/images/generations", timeout=60,
+                                    headers={"Authorization": f"Bearer {key}"},
+                                    json={"model": "gpt-image-2", "prompt": "x", "size": "1024x1024"})
+        result["s"] = time.monotonic() - t0
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.4)  # reserved, now rendering for ~1 s
+    holder = sqlite3.connect(srv.db_path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE users SET email = email WHERE id = 1")
+        worker.join(30)
+        r = result["r"]
+        assert r.status_code == 503, r.text
+        assert result["s"] < 10, f"the 503 took {result['s']:.1f}s"
+        ready = srv.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert "writes are failing" in ready.json()["store"], ready.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 15
+    while credits(srv, key) != {"credits": 10, "reserved": 0} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert credits(srv, key) == {"credits": 10, "reserved": 0}
+    assert_ledger_ok(srv)
+    # And the store works again.
+    r = requests.post(srv.url + "/v1/images/generations", timeout=60,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "gpt-image-2", "prompt": "x", "size": "1024x1024"})
+    assert r.status_code == 200, r.text
+    assert credits(srv, key) == {"credits": 9, "reserved": 0}

@@ -334,6 +334,28 @@ def test_body_too_large_413_declared_up_front(small):
     assert headers.get("x-request-id")
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_refused_upload_still_reads_its_413(small, declared):
+    """Most clients (fetch, the OpenAI SDKs) send the whole body without waiting for an
+    interim answer. The 413 must reach them: closing with their bytes unread would make the
+    kernel send a reset that destroys the reply (the SDKs then report a connection error and
+    upload the body twice more)."""
+    payload = b"x" * (3 * 1024 * 1024)
+    if declared:
+        head = b"POST /v1/me HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload)
+        data = head + payload
+    else:
+        head = b"POST /v1/me HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        data = head + b"%x\r\n" % len(payload) + payload + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", small.port), timeout=10) as s:
+        s.sendall(data)  # a reset here (BrokenPipe/ConnectionReset) is the bug
+        s.shutdown(socket.SHUT_WR)
+        resp = recv_until_close(s, timeout=5)
+    status, _, body = parse_raw_response(resp)
+    assert status == 413
+    assert_error_body(body.decode(), "payload_too_large", "invalid_request_error")
+
+
 def test_body_too_large_413_chunked(small):
     chunk = b"x" * 1000
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(6)) + b"0\r\n\r\n"

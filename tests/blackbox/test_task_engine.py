@@ -313,3 +313,32 @@ def test_callback_poller_and_sweep_racing_settle_each_job_once(factory, fake):
     charged = sum(k == "settle" for k in outcomes.values())
     assert credits(srv, key) == {"credits": 30 - charged, "reserved": 0}
     assert_ledger_ok(srv)
+
+
+def test_sigterm_lets_running_tasks_finish_within_the_grace(factory):
+    """A graceful stop gives running async jobs the rest of shutdown_grace_ms (an upstream that
+    cannot be asked about a task after a restart would otherwise have it failed and refunded);
+    queued ones stay queued for the next start."""
+    srv = factory.server('[server]\nshutdown_grace_ms = 10000\n\n'
+                         '[tasks]\nprofile = "seed002"\nmax_running = 1\n\n'
+                         '[[providers]]\nname = "slow"\ntype = "local"\nlatency_ms = 1500\n\n'
+                         '[[models]]\nid = "gpt-image-2"\nchannels = ["slow"]\n' + PRICE)
+    key = user(srv, credits_=10)
+    first = create_task(srv, key, prompt="runs")
+    second = create_task(srv, key, prompt="waits")  # max_running = 1: queued behind the first
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert srv.stop(timeout=20) == 0
+    waited = time.monotonic() - t0
+    assert waited > 0.8, f"exited after {waited:.2f}s without waiting for the running task"
+    con = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        status = dict(con.execute("SELECT id, status FROM jobs WHERE id IN (?, ?)",
+                                  (first, second)).fetchall())
+    finally:
+        con.close()
+    assert status == {first: "succeeded", second: "queued"}, status
+    srv.start()
+    assert wait_final(srv, key, second)["status"] == "succeeded"
+    assert credits(srv, key) == {"credits": 8, "reserved": 0}
+    assert_ledger_ok(srv)

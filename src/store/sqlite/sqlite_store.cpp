@@ -1,11 +1,13 @@
 #include "store/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -456,6 +458,7 @@ class SqliteConnection {
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, settings.busy_timeout_ms);
+    conn->busy_budget = std::chrono::milliseconds(std::max(settings.busy_timeout_ms, 100));
     // WAL lets readers proceed while one writer commits. In WAL mode synchronous=NORMAL only
     // syncs at checkpoints, so a power cut can drop the last commits: a settled charge or a
     // grant the caller was told about would vanish. FULL syncs the WAL on every commit.
@@ -518,6 +521,12 @@ class SqliteConnection {
 
   // Set whenever SQLite answered SQLITE_BUSY/LOCKED since the flag was last cleared.
   bool busy = false;
+  // How long a transaction keeps retrying after SQLITE_BUSY, all attempts together: another
+  // process holding the database must turn into a prompt error, not 50 full busy timeouts.
+  std::chrono::milliseconds busy_budget{5000};
+  bool busy_budget_spent(std::chrono::steady_clock::time_point started) const {
+    return std::chrono::steady_clock::now() - started >= busy_budget;
+  }
 
  private:
   std::unexpected<StoreError> fail(int rc, std::string_view what) {
@@ -604,6 +613,7 @@ class SqlitePool {
                     std::unique_ptr<SqliteConnection> checkpoint_conn, std::string db_path,
                     bool flush) {
     writer_conn_ = std::move(conn);
+    write_budget_ = writer_conn_->busy_budget;
     checkpoint_conn_ = std::move(checkpoint_conn);
     db_path_ = std::move(db_path);
     flush_ = flush;
@@ -667,6 +677,26 @@ class SqlitePool {
     finished.wait();
   }
 
+  // Empty while the write path works; else why it does not (for /readyz).
+  std::string write_health() {
+    const std::int64_t started = batch_started_ns_.load();
+    const auto now = std::chrono::steady_clock::now();
+    if (started != 0) {
+      const auto running = now.time_since_epoch() - std::chrono::steady_clock::duration(started);
+      if (running > write_budget_) {
+        return "a write has been waiting for " +
+               std::to_string(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(running).count()) +
+               " ms (the database is busy)";
+      }
+    }
+    std::lock_guard lock(health_mu_);
+    // Reported for a while after the last failure, not until the next success: a server taken
+    // out of rotation gets no writes that could prove it well again.
+    if (now - write_failed_at_ > kWriteFailureShownFor) return {};
+    return write_failure_;
+  }
+
   // A connection that never writes and only answers `PRAGMA data_version` (change_counter).
   void set_probe(std::unique_ptr<SqliteConnection> conn) { probe_ = std::move(conn); }
   template <class F>
@@ -694,6 +724,12 @@ class SqlitePool {
   using Batch = std::vector<std::unique_ptr<WriteOp>>;
   // Runs the batch in one transaction; false when it did not commit (every op was failed).
   bool run_batch(const Batch& batch);
+  void note_write_failure(std::size_t writes, const std::string& message) {
+    spdlog::error("store: a batch of {} writes failed: {}", writes, message);
+    std::lock_guard lock(health_mu_);
+    write_failure_ = "writes are failing: " + message;
+    write_failed_at_ = std::chrono::steady_clock::now();
+  }
   void writer_loop();
   void flusher_loop();
   StoreResult<void> flush_wal();
@@ -758,6 +794,14 @@ class SqlitePool {
   static constexpr int kMaxCheckpointPasses = 3;
 
   std::unique_ptr<SqliteConnection> writer_conn_;
+  // What /readyz learns of the write path: a batch that failed (until one commits again), or one
+  // that has been retrying for longer than the busy budget.
+  std::atomic<std::int64_t> batch_started_ns_{0};
+  std::chrono::milliseconds write_budget_{5000};
+  std::mutex health_mu_;
+  std::string write_failure_;  // guarded by health_mu_; empty while writes commit
+  std::chrono::steady_clock::time_point write_failed_at_;  // guarded by health_mu_
+  static constexpr auto kWriteFailureShownFor = std::chrono::seconds(10);
   std::unique_ptr<SqliteConnection> checkpoint_conn_;
   std::thread checkpointer_;
   std::mutex checkpoint_mu_;
@@ -811,6 +855,7 @@ using detail::SqlitePool;
 template <class Fn>
 auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
   using R = std::invoke_result_t<Fn&, SqliteConnection&>;
+  const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     conn.busy = false;
     R result = [&]() -> R {
@@ -834,9 +879,9 @@ auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
       return r;
     }();
     if (result || !conn.busy) return result;
-    if (attempt >= kMaxTxAttempts) {
-      return R(err(StoreErrc::kUnavailable, "database busy after " +
-                                                std::to_string(kMaxTxAttempts) +
+    if (attempt >= kMaxTxAttempts || conn.busy_budget_spent(started)) {
+      return R(err(StoreErrc::kUnavailable, "database busy (another process holds it) after " +
+                                                std::to_string(attempt) +
                                                 " attempts: " + result.error().message));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
@@ -860,6 +905,7 @@ bool SqlitePool::run_batch(const Batch& batch) {
   // them; if some write failed with changes, it is rolled back whole and run again with them.
   // Bodies already run again after SQLITE_BUSY, so they must be repeatable either way.
   bool optimistic = true;
+  const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     conn.busy = false;
     std::optional<StoreError> error;
@@ -908,11 +954,16 @@ bool SqlitePool::run_batch(const Batch& batch) {
       error = committed.error();
     }
     conn.rollback();
-    if (!conn.busy) return fail_all(*error);
-    if (attempt >= kMaxTxAttempts) {
-      return fail_all(StoreError{StoreErrc::kUnavailable, "database busy after " +
-                                                              std::to_string(kMaxTxAttempts) +
-                                                              " attempts: " + error->message});
+    if (!conn.busy) {
+      note_write_failure(batch.size(), error->message);
+      return fail_all(*error);
+    }
+    if (attempt >= kMaxTxAttempts || conn.busy_budget_spent(started)) {
+      StoreError busy{StoreErrc::kUnavailable, "database busy (another process holds it) after " +
+                                                   std::to_string(attempt) +
+                                                   " attempts: " + error->message};
+      note_write_failure(batch.size(), busy.message);
+      return fail_all(busy);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
   }
@@ -934,7 +985,13 @@ void SqlitePool::writer_loop() {
       if (queue_.empty()) return;  // stopping, and everything queued has been written
       batch.swap(queue_);
     }
+    batch_started_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
     const bool committed = run_batch(batch);
+    batch_started_ns_.store(0);
+    {
+      std::lock_guard lock(health_mu_);
+      if (committed) write_failure_.clear();
+    }
     if (!committed || !flush_) {
       complete(batch);
       continue;
@@ -1518,6 +1575,9 @@ void SqliteStore::run_batched(BatchedWork work, BatchedDone done, Durability whe
 }
 
 StoreResult<void> SqliteStore::ping() {
+  if (std::string failing = pool_->write_health(); !failing.empty()) {
+    return err(StoreErrc::kUnavailable, failing);
+  }
   return read_tx(*pool_, [](SqliteConnection& c) -> StoreResult<void> {
     auto one = c.prepare("SELECT 1").one(read_i64);
     if (!one) return std::unexpected(one.error());
