@@ -17,8 +17,10 @@ AccountApi::AccountApi(store::Store& store, BlockingPool& pool, accounts::Authen
     : store_(store), pool_(pool), auth_(auth), settings_(std::move(settings)) {
   json::array data;
   for (const auto& m : settings_.models) {
-    data.push_back(json::object{
-        {"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}});
+    json::object model{
+        {"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}};
+    model_bodies_.emplace(m.id, to_json_text(model));
+    data.push_back(std::move(model));
   }
   models_body_ = to_json_text(json::object{{"object", "list"}, {"data", std::move(data)}});
 }
@@ -27,6 +29,7 @@ void AccountApi::register_routes(http::Router& router) {
   router.add("GET", "/v1/me", [this](http::Request& r) { return me(r); });
   router.add("GET", "/v1/credits", [this](http::Request& r) { return credits(r); });
   router.add("GET", "/v1/models", [this](http::Request& r) { return models(r); });
+  router.add("GET", "/v1/models/{id}", [this](http::Request& r) { return model(r); });
   router.add("GET", "/healthz", [this](http::Request& r) { return healthz(r); });
   router.add("GET", "/readyz", [this](http::Request& r) { return readyz(r); });
 }
@@ -94,6 +97,24 @@ awaitable<http::Response> AccountApi::models(http::Request& req) {
   auto principal = co_await authenticate_request(auth_, req);
   if (!principal) co_return http::Response::error(principal.error());
   auto res = http::Response::json(200, models_body_);
+  res.key_prefix = principal->key_prefix;
+  co_return res;
+}
+
+// OpenAI's `models.retrieve`: one entry of the list, aliases included.
+awaitable<http::Response> AccountApi::model(http::Request& req) {
+  auto principal = co_await authenticate_request(auth_, req);
+  if (!principal) co_return http::Response::error(principal.error());
+  auto found = model_bodies_.find(std::string(req.param("id").value_or("")));
+  if (found == model_bodies_.end()) {
+    const Error unknown{
+        ErrorCode::kModelNotFound,
+        "The model '" + std::string(req.param("id").value_or("")) + "' does not exist.", "model"};
+    auto res = http::Response::error(unknown);
+    res.key_prefix = principal->key_prefix;
+    co_return res;
+  }
+  auto res = http::Response::json(200, found->second);
   res.key_prefix = principal->key_prefix;
   co_return res;
 }

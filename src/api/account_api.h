@@ -36,6 +36,7 @@ class AccountApi {
   boost::asio::awaitable<http::Response> me(http::Request& req);
   boost::asio::awaitable<http::Response> credits(http::Request& req);
   boost::asio::awaitable<http::Response> models(http::Request& req);
+  boost::asio::awaitable<http::Response> model(http::Request& req);
   boost::asio::awaitable<http::Response> healthz(http::Request& req);
   boost::asio::awaitable<http::Response> readyz(http::Request& req);
   // Authenticates and loads the caller's user row.
@@ -58,6 +59,7 @@ class AccountApi {
   std::mutex users_mu_;
   std::unordered_map<std::int64_t, CachedUser> users_;
   std::string models_body_;  // rendered once: the catalog is fixed for the process lifetime
+  std::unordered_map<std::string, std::string> model_bodies_;  // id -> one entry, rendered
 };
 
 // Renders a user id the way every dialect shows it ("user_42").

@@ -303,6 +303,8 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
     r.status = 200;
     r.content_type = "text/event-stream";
     r.headers.emplace_back("Cache-Control", "no-cache");
+    // A client whose stream breaks can still find its job (GET /api/jobs/{id}).
+    r.headers.emplace_back("X-Job-Id", state->prepared.job_id);
     r.key_prefix = principal->key_prefix;
     // The headers leave before the image exists: they carry the reservation (what the stream
     // costs if it completes; a token-priced model may settle lower) and the balance after it.
@@ -315,9 +317,11 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
     co_return r;
   }
 
+  const std::string job_id = prepared->job_id;
   auto outcome = co_await pipeline_.execute(*prepared, nullptr);
   if (!outcome) {
     auto r = http::Response::error(outcome.error());
+    r.headers.emplace_back("X-Job-Id", job_id);
     r.key_prefix = principal->key_prefix;
     co_return r;
   }
@@ -325,6 +329,7 @@ awaitable<http::Response> ImagesApi::create_for(http::Request& req, bool edit_en
   const std::string base = base_url(req);
   auto r = http::Response::json(
       200, render_reply(*outcome, format, request.output_format, request.background, base));
+  r.headers.emplace_back("X-Job-Id", job_id);
   r.key_prefix = principal->key_prefix;
   co_return credits_headers(std::move(r), outcome->charged, outcome->balance_after);
 }

@@ -52,6 +52,20 @@ std::string_view trim_header(std::string_view s) {
   return s;
 }
 
+// A request target in absolute form ("http://host/v1/me", which RFC 9112 §3.2.2 says servers
+// must accept) as its origin form ("/v1/me").
+std::string origin_form(std::string_view target) {
+  for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
+    if (target.size() >= scheme.size() && beast::iequals(target.substr(0, scheme.size()), scheme)) {
+      const auto path = target.find_first_of("/?", scheme.size());
+      if (path == std::string_view::npos) return "/";
+      if (target[path] == '?') return "/" + std::string(target.substr(path));
+      return std::string(target.substr(path));
+    }
+  }
+  return std::string(target);
+}
+
 // Writes a streamed body in chunks, or, for an HTTP/1.0 client (which knows no chunked coding),
 // as raw bytes that the closing connection delimits.
 class ChunkWriter final : public BodyWriter {
@@ -316,7 +330,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
       Request req;
       req.method = std::string(head.method_string());
-      req.target = std::string(head.target());
+      req.target = origin_form(head.target());
       auto q = req.target.find('?');
       req.path = req.target.substr(0, q);
       if (q != std::string::npos) req.query = req.target.substr(q + 1);

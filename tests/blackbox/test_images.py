@@ -45,6 +45,7 @@ def check_reply(srv, r, n=1, fmt="png", size=None, want_b64=True, want_url=True)
     """The OpenAI image reply shape; returns [image bytes] (from b64_json or the URL)."""
     assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:500]}"
     assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    assert r.headers.get("X-Job-Id", "").startswith("img_"), r.headers
     body = r.json()
     for k in ("created", "data", "background", "output_format", "quality", "size"):
         assert k in body, f"reply without {k!r}: {json.dumps(body)[:400]}"
@@ -311,10 +312,14 @@ def test_stream_generation(srv, key):
     with stream(srv, key, "/v1/images/generations",
                 json={"model": "gpt-image-2", "prompt": "a comet", "stream": True, "partial_images": 2,
                       "size": "1536x1024"}) as r:
-        # Sent before the image exists: the reservation and the balance after it.
+        # Sent before the image exists: the reservation and the balance after it, and the job
+        # id (a client whose stream breaks can still fetch the job).
         assert_charge_headers(r, 1, before - 1)
+        job_id = r.headers["X-Job-Id"]
         check_stream(r, "image_generation", (1536, 1024))
     assert credits(srv, key) == {"credits": before - 1, "reserved": 0}
+    job = srv.get(f"/api/jobs/{job_id}", key=key)
+    assert job.status_code == 200 and job.json()["status"] == "succeeded", job.text
 
 
 def test_stream_to_an_http10_client_is_close_delimited(srv, key):

@@ -199,3 +199,25 @@ def test_a_store_that_refuses_writes_refunds_and_is_reported(factory):
                       json={"model": "gpt-image-2", "prompt": "x", "size": "1024x1024"})
     assert r.status_code == 200, r.text
     assert credits(srv, key) == {"credits": 9, "reserved": 0}
+
+
+def test_a_result_that_cannot_be_stored_is_a_503_and_refunded(factory):
+    """Results as files, and the blob directory gone (a file in its place: root ignores
+    permissions): an environment failure, not a bug. 503, nothing charged, and no server path
+    in the message (it is in the log)."""
+    import shutil
+    srv = factory.server('[store]\nblob_inline_max_bytes = 0\n')
+    key = srv.create_user("no-blob-dir@example.com", credits=5)
+    blobs = srv.data_dir / "blobs"
+    shutil.rmtree(blobs, ignore_errors=True)
+    blobs.write_text("not a directory")
+    r = requests.post(srv.url + "/v1/images/generations", timeout=60,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "gpt-image-2", "prompt": "x", "size": "1024x1024"})
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "service_unavailable", err
+    assert str(srv.data_dir) not in err["message"] and "blob" not in err["message"], err
+    assert r.headers.get("X-Credits-Charged") in (None, "0"), dict(r.headers)
+    assert credits(srv, key) == {"credits": 5, "reserved": 0}
+    assert_ledger_ok(srv)

@@ -91,6 +91,14 @@ def test_models(srv, key, prefix):
     assert m["object"] == "model"
     assert m["owned_by"] == "imagegate"
     assert isinstance(m["created"], int) and m["created"] > 0
+    # models.retrieve: one entry, aliases too; an unknown id is 404 model_not_found.
+    one = srv.get(prefix + "/v1/models/gpt-image-2-all", key=key)
+    assert one.status_code == 200, one.text
+    assert one.json() == body["data"][1]
+    missing = srv.get(prefix + "/v1/models/dall-e-9", key=key)
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert srv.get(prefix + "/v1/models/gpt-image-2").status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/api/v1/nope", "/", "/v1", "/v1/me/extra", "/api/v2/me"])
@@ -548,3 +556,12 @@ def test_in_flight_request_finishes_on_sigterm(factory):
     assert headers.get("connection", "").lower() == "close"
     rc = srv.wait(timeout=10)
     assert rc == 0
+
+
+def test_absolute_form_request_target(srv, key):
+    """RFC 9112 §3.2.2: a server must accept `GET http://host/path` (proxies send it)."""
+    resp = raw_request(srv.port, b"GET http://127.0.0.1/v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Authorization: Bearer " + key.encode() + b"\r\nConnection: close\r\n\r\n")
+    status, _, body = parse_raw_response(resp)
+    assert status == 200, resp[:300]
+    assert json.loads(body)["email"], body

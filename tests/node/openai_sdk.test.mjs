@@ -5,6 +5,7 @@
 //   cd tests/node && npm ci && IMAGEGATE_BIN=/abs/path/imagegate node --test
 
 import { after, before, describe, it } from 'node:test';
+import { File as BufferFile } from 'node:buffer';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -265,6 +266,34 @@ describe('openai SDK against imagegate', { timeout: 15 * 60_000 }, () => {
       assert.equal(err.param, 'model');
       return true;
     });
+  });
+
+  it('an upload over the body limit is a 413, read by the SDK and not retried', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The SDK sends the whole body without waiting for 100-continue: the 413 must still reach it
+    // (no "Connection error." and no second and third upload by its retries).
+    const retrying = new OpenAI({ baseURL: server.url + '/v1', apiKey: server.key, maxRetries: 2 });
+    const before = (server.stderr.match(/early_error=payload_too_large/g) || []).length;
+    const big = await toFile(Buffer.alloc(60 * 1024 * 1024, 1), 'big.png', { type: 'image/png' });
+    await assert.rejects(retrying.images.edit({ model: 'gpt-image-2', image: big, prompt: 'x' }), (err) => {
+      assert.ok(err instanceof OpenAI.APIError, `got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 413);
+      assert.equal(err.code, 'payload_too_large');
+      return true;
+    });
+    await new Promise((r) => setTimeout(r, 300));  // the access log is batched
+    const after = (server.stderr.match(/early_error=payload_too_large/g) || []).length;
+    assert.equal(after - before, 1, 'the SDK uploaded the body more than once');
+  });
+
+  it('models.retrieve and images.edit with a nameless file', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const model = await client.models.retrieve('gpt-image-2');
+    assert.equal(model.id, 'gpt-image-2');
+    assert.equal(model.object, 'model');
+    // A File with an empty name is sent with a Content-Type and no filename.
+    const FileClass = globalThis.File ?? BufferFile;  // a global only from Node 20
+    const image = new FileClass([makePng(64, 64)], '', { type: 'image/png' });
+    const res = await client.images.edit({ model: 'gpt-image-2', image, prompt: 'x', size: '1024x1024' });
+    assert.deepEqual(b64Size(res.data[0].b64_json), { width: 1024, height: 1024 });
   });
 
   it('a bad size is a BadRequestError naming the param', { timeout: TEST_TIMEOUT_MS }, async () => {
