@@ -25,6 +25,7 @@
 #include "accounts/password.h"
 #include "api/account_api.h"
 #include "api/images_api.h"
+#include "api/request_auth.h"
 #include "api/task_views.h"
 #include "api/tasks_api.h"
 #include "api/upstream_callbacks_api.h"
@@ -343,6 +344,8 @@ int serve(const Settings& settings) {
       });
 
   http::Router router;
+  router.set_body_gate(
+      [&auth](const http::Request& req) { return api::require_key_before_body(auth, req); });
   api::AccountApi account_api(**store, pool, auth, settings.account);
   account_api.register_routes(router);
   jobs::JobRunner runner(

@@ -13,6 +13,12 @@
 namespace ig::http {
 
 using Handler = std::function<boost::asio::awaitable<Response>(Request&)>;
+// Sees a request for an existing route once its header is read, while part of its body is still
+// to come and before any `100 Continue`: an error refuses the request there, so nobody can make
+// the server buffer a body it would refuse anyway (an upload without a valid key, say).
+// `request.body` is empty.
+using BodyGate =
+    std::function<boost::asio::awaitable<std::optional<Error>>(const Request& request)>;
 
 class Router {
  public:
@@ -26,6 +32,9 @@ class Router {
   };
   Match match(std::string_view method, std::string_view path) const;
 
+  void set_body_gate(BodyGate gate) { body_gate_ = std::move(gate); }
+  const BodyGate& body_gate() const { return body_gate_; }
+
  private:
   struct Route {
     std::string method;
@@ -37,6 +46,7 @@ class Router {
   Match match_exact(std::string_view method, std::string_view path) const;
 
   std::vector<Route> routes_;
+  BodyGate body_gate_;
 };
 
 }  // namespace ig::http

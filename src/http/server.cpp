@@ -298,7 +298,32 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         co_await write_early_error(*conn, 413, error, rid);
         break;
       }
+      Request req;
+      req.method = std::string(head.method_string());
+      req.target = origin_form(head.target());
+      auto q = req.target.find('?');
+      req.path = req.target.substr(0, q);
+      if (q != std::string::npos) req.query = req.target.substr(q + 1);
+      req.headers.reserve(8);
+      for (const auto& field : head) {
+        req.headers.emplace_back(to_lower_ascii(field.name_string()), std::string(field.value()));
+      }
+      req.request_id = rid;
+      req.remote_ip = conn->remote_ip;
       if (!parser.is_done()) {
+        // A body already received whole costs nothing more to read: no gate for it.
+        const auto declared = parser.content_length();
+        const bool more_to_come = !declared || *declared > buffer.size();
+        // Only for a route that exists: an unknown route or method still reads as 404 or 405.
+        const BodyGate& gate = router_.body_gate();
+        if (gate && more_to_come && router_.match(req.method, req.path).handler != nullptr) {
+          std::optional<Error> refused = co_await gate(req);
+          if (refused) {
+            linger = true;
+            co_await write_early_error(*conn, http_status(refused->code), *refused, rid);
+            break;
+          }
+        }
         auto expect = head.find(bhttp::field::expect);
         if (expect != head.end() && beast::iequals(trim_header(expect->value()), "100-continue")) {
           bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
@@ -328,18 +353,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       conn->stream.expires_never();
 
-      Request req;
-      req.method = std::string(head.method_string());
-      req.target = origin_form(head.target());
-      auto q = req.target.find('?');
-      req.path = req.target.substr(0, q);
-      if (q != std::string::npos) req.query = req.target.substr(q + 1);
-      req.headers.reserve(8);
-      for (const auto& field : head) {
-        req.headers.emplace_back(to_lower_ascii(field.name_string()), std::string(field.value()));
-      }
-      req.request_id = rid;
-      req.remote_ip = conn->remote_ip;
       const bool keep_alive = head.keep_alive();
       const bool is_head = head.method() == bhttp::verb::head;
       const bool http10 = head.version() < 11;

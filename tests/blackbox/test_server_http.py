@@ -565,3 +565,42 @@ def test_absolute_form_request_target(srv, key):
     status, _, body = parse_raw_response(resp)
     assert status == 200, resp[:300]
     assert json.loads(body)["email"], body
+
+
+@pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
+def test_an_upload_without_a_valid_key_is_refused_before_its_body(srv, expect):
+    """The key is checked once the header is read: a client waiting for `100 Continue` gets the
+    401 instead and sends nothing; one that sends anyway still reads the 401 (the server never
+    buffers the body)."""
+    size = 8 * 1024 * 1024
+    head = (b"POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-" + b"x" * 43 +
+            b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n" % size +
+            (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(head)
+        if expect:
+            resp = recv_until_close(s, timeout=5)
+            assert not resp.startswith(b"HTTP/1.1 100"), resp[:100]
+        else:
+            s.sendall(b"x" * size)
+            s.shutdown(socket.SHUT_WR)
+            resp = recv_until_close(s, timeout=10)
+    status, _, body = parse_raw_response(resp)
+    assert status == 401, resp[:300]
+    assert_error_body(body.decode(), "invalid_api_key", "authentication_error")
+
+
+def test_a_keyed_upload_waiting_for_100_continue_gets_it(srv, key):
+    body = b"--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n--b--\r\n"
+    head = (b"POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+            b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(head)
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 100"), first[:100]
+        s.sendall(body)
+        resp = recv_until_close(s, timeout=10)
+    status, _, rbody = parse_raw_response(resp)
+    assert status == 400, resp[:300]  # an edit without an image: the body was read and judged
+    assert json.loads(rbody)["error"]["param"] == "image", rbody
