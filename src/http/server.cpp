@@ -240,12 +240,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const auto header_timeout = std::chrono::milliseconds(settings_.header_timeout_ms);
     const auto idle_timeout = std::chrono::milliseconds(settings_.idle_timeout_ms);
     bool linger = false;  // an early error left request bytes unread: drain them before closing
+    bool first_request = true;
     while (!draining_) {
       conn->busy = false;
       if (buffer.size() == 0) {
-        // Wait for the first byte of the next request (or of the first one) under the idle
-        // deadline; the header deadline starts with that byte.
-        conn->stream.expires_after(idle_timeout);
+        // Wait for the first byte of the next request under the idle deadline; the header
+        // deadline starts with that byte. A new connection gets no longer than the header
+        // deadline for its first byte (as nginx's client_header_timeout): sockets opened and
+        // left silent would otherwise hold connection slots for the whole idle timeout.
+        conn->stream.expires_after(first_request ? std::min(idle_timeout, header_timeout)
+                                                 : idle_timeout);
         auto [ec, n] = co_await conn->stream.async_read_some(buffer.prepare(4096),
                                                              asio::as_tuple(asio::use_awaitable));
         if (ec) break;
@@ -417,6 +421,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                    req.remote_ip, rid);
       }
       if (wec || !keep || close_delimited) break;
+      first_request = false;
     }
     boost::system::error_code ignored;
     beast::get_lowest_layer(conn->stream).socket().shutdown(tcp::socket::shutdown_send, ignored);

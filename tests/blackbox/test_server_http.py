@@ -604,3 +604,22 @@ def test_a_keyed_upload_waiting_for_100_continue_gets_it(srv, key):
     status, _, rbody = parse_raw_response(resp)
     assert status == 400, resp[:300]  # an edit without an image: the body was read and judged
     assert json.loads(rbody)["error"]["param"] == "image", rbody
+
+
+def test_a_silent_new_connection_gets_the_header_timeout(factory):
+    """A connection that never sends a byte is closed after header_timeout_ms, not after the
+    (longer) keep-alive idle timeout; a kept-alive one waits the idle timeout between requests."""
+    srv = factory.server("[server]\nidle_timeout_ms = 60000\nheader_timeout_ms = 1000\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as silent:
+        t0 = time.monotonic()
+        _, closed = recv_until_eof(silent, timeout=4)
+        assert closed, "a silent connection was still open after 4 s (header_timeout_ms = 1000)"
+        assert 0.5 < time.monotonic() - t0 < 3.5
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as kept:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = kept.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200"), first[:100]
+        time.sleep(1.8)  # past the header timeout, well within the idle timeout
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = kept.recv(4096)
+        assert second.startswith(b"HTTP/1.1 200"), second[:100]
