@@ -407,28 +407,31 @@ asio::awaitable<void> ImagePipeline::refund_unfinished(std::string job_id, std::
   refund.status = JobStatus::kFailed;
   refund.error_code = "internal_error";
   refund.error_message = "the result could not be stored; nothing was charged";
-  refund.channel = channel;
+  refund.channel = std::move(channel);
+  if (co_await try_refund(job_id, refund)) co_return;
+  spdlog::error("job {}: the refund did not commit either; retrying in the background", job_id);
+  asio::co_spawn(co_await asio::this_coro::executor,
+                 retry_refund(std::move(job_id), std::move(refund)), asio::detached);
+}
+
+asio::awaitable<bool> ImagePipeline::try_refund(const std::string& job_id,
+                                                const JobFinish& refund) {
   auto write = [this, &job_id, &refund] { return store_.finish_job(job_id, refund); };
   auto refunded = co_await batched_write(store_, write);
-  if (refunded || refunded.error().code == store::StoreErrc::kAlreadyResolved) co_return;
-  spdlog::error("job {}: the refund did not commit either ({}); retrying in the background", job_id,
-                refunded.error().message);
-  auto retry = [](ImagePipeline& self, std::string id, JobFinish finish) -> asio::awaitable<void> {
-    asio::steady_timer timer(co_await asio::this_coro::executor);
-    for (int attempt = 0; attempt < kRefundRetries; ++attempt) {
-      timer.expires_after(std::chrono::seconds(2));
-      co_await timer.async_wait(asio::use_awaitable);
-      auto again = [&self, &id, &finish] { return self.store_.finish_job(id, finish); };
-      auto r = co_await batched_write(self.store_, again);
-      if (r || r.error().code == store::StoreErrc::kAlreadyResolved) {
-        spdlog::info("job {}: refunded", id);
-        co_return;
-      }
+  co_return refunded || refunded.error().code == store::StoreErrc::kAlreadyResolved;
+}
+
+asio::awaitable<void> ImagePipeline::retry_refund(std::string job_id, JobFinish refund) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (int attempt = 0; attempt < kRefundRetries; ++attempt) {
+    timer.expires_after(std::chrono::seconds(2));
+    co_await timer.async_wait(asio::use_awaitable);
+    if (co_await try_refund(job_id, refund)) {
+      spdlog::info("job {}: refunded", job_id);
+      co_return;
     }
-    spdlog::error("job {}: still not refunded; the next start will refund it", id);
-  };
-  asio::co_spawn(co_await asio::this_coro::executor,
-                 retry(*this, std::move(job_id), std::move(refund)), asio::detached);
+  }
+  spdlog::error("job {}: still not refunded; the next start will refund it", job_id);
 }
 
 void ImagePipeline::publish_inputs(PreparedImageJob& job) const {

@@ -128,6 +128,9 @@ class ImagePipeline {
   // Fails and refunds a job whose finishing write did not commit; if the refund does not
   // commit either, keeps trying in the background for a while (the next start refunds it too).
   boost::asio::awaitable<void> refund_unfinished(std::string job_id, std::string channel);
+  // True once the job is refunded (or was settled by someone else).
+  boost::asio::awaitable<bool> try_refund(const std::string& job_id, const JobFinish& refund);
+  boost::asio::awaitable<void> retry_refund(std::string job_id, JobFinish refund);
 
   store::Store& store_;
   BlockingPool& pool_;

@@ -524,8 +524,16 @@ class SqliteConnection {
   // How long a transaction keeps retrying after SQLITE_BUSY, all attempts together: another
   // process holding the database must turn into a prompt error, not 50 full busy timeouts.
   std::chrono::milliseconds busy_budget{5000};
-  bool busy_budget_spent(std::chrono::steady_clock::time_point started) const {
-    return std::chrono::steady_clock::now() - started >= busy_budget;
+  // After `attempts` busy attempts of a transaction begun at `started`: the error to give up
+  // with, or none while attempts and budget remain.
+  std::optional<StoreError> busy_give_up(std::chrono::steady_clock::time_point started,
+                                         int attempts, const std::string& last_error) const {
+    if (attempts < kMaxTxAttempts && std::chrono::steady_clock::now() - started < busy_budget) {
+      return std::nullopt;
+    }
+    return StoreError{StoreErrc::kUnavailable, "database busy (another process holds it) after " +
+                                                   std::to_string(attempts) +
+                                                   " attempts: " + last_error};
   }
 
  private:
@@ -690,9 +698,10 @@ class SqlitePool {
                " ms (the database is busy)";
       }
     }
+    if (!write_failing_.load()) return {};
     std::lock_guard lock(health_mu_);
-    // Reported for a while after the last failure, not until the next success: a server taken
-    // out of rotation gets no writes that could prove it well again.
+    // Reported until a batch commits again, or for a while after the last failure: a server
+    // taken out of rotation gets no writes that could prove it well again.
     if (now - write_failed_at_ > kWriteFailureShownFor) return {};
     return write_failure_;
   }
@@ -729,6 +738,7 @@ class SqlitePool {
     std::lock_guard lock(health_mu_);
     write_failure_ = "writes are failing: " + message;
     write_failed_at_ = std::chrono::steady_clock::now();
+    write_failing_.store(true);
   }
   void writer_loop();
   void flusher_loop();
@@ -794,12 +804,13 @@ class SqlitePool {
   static constexpr int kMaxCheckpointPasses = 3;
 
   std::unique_ptr<SqliteConnection> writer_conn_;
-  // What /readyz learns of the write path: a batch that failed (until one commits again), or one
-  // that has been retrying for longer than the busy budget.
+  // What /readyz learns of the write path: a batch that failed (until one commits again, at
+  // most kWriteFailureShownFor), or one that has been retrying for longer than the busy budget.
   std::atomic<std::int64_t> batch_started_ns_{0};
   std::chrono::milliseconds write_budget_{5000};
+  std::atomic<bool> write_failing_{false};  // the writer's per-batch check takes no lock
   std::mutex health_mu_;
-  std::string write_failure_;  // guarded by health_mu_; empty while writes commit
+  std::string write_failure_;                              // guarded by health_mu_
   std::chrono::steady_clock::time_point write_failed_at_;  // guarded by health_mu_
   static constexpr auto kWriteFailureShownFor = std::chrono::seconds(10);
   std::unique_ptr<SqliteConnection> checkpoint_conn_;
@@ -879,10 +890,8 @@ auto run_tx(SqliteConnection& conn, const char* begin, Fn& fn) {
       return r;
     }();
     if (result || !conn.busy) return result;
-    if (attempt >= kMaxTxAttempts || conn.busy_budget_spent(started)) {
-      return R(err(StoreErrc::kUnavailable, "database busy (another process holds it) after " +
-                                                std::to_string(attempt) +
-                                                " attempts: " + result.error().message));
+    if (auto give_up = conn.busy_give_up(started, attempt, result.error().message)) {
+      return R(std::unexpected(std::move(*give_up)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
   }
@@ -958,12 +967,9 @@ bool SqlitePool::run_batch(const Batch& batch) {
       note_write_failure(batch.size(), error->message);
       return fail_all(*error);
     }
-    if (attempt >= kMaxTxAttempts || conn.busy_budget_spent(started)) {
-      StoreError busy{StoreErrc::kUnavailable, "database busy (another process holds it) after " +
-                                                   std::to_string(attempt) +
-                                                   " attempts: " + error->message};
-      note_write_failure(batch.size(), busy.message);
-      return fail_all(busy);
+    if (auto give_up = conn.busy_give_up(started, attempt, error->message)) {
+      note_write_failure(batch.size(), give_up->message);
+      return fail_all(*give_up);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
   }
@@ -988,10 +994,7 @@ void SqlitePool::writer_loop() {
     batch_started_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
     const bool committed = run_batch(batch);
     batch_started_ns_.store(0);
-    {
-      std::lock_guard lock(health_mu_);
-      if (committed) write_failure_.clear();
-    }
+    if (committed && write_failing_.load()) write_failing_.store(false);
     if (!committed || !flush_) {
       complete(batch);
       continue;
