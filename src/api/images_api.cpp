@@ -370,6 +370,11 @@ awaitable<http::Response> ImagesApi::job_image(http::Request& req) {
   auto load = [this, &job_id] { return store_.find_job(job_id); };
   auto job = co_await pool_.run(load);
   if (!job || job->status != jobs::JobStatus::kSucceeded) co_return http::Response::error(not_found);
+  if (job->results_expired_at_ms) {
+    const Error expired{ErrorCode::kResultExpired,
+                        "This job's images were deleted after the deployment's retention period."};
+    co_return http::Response::error(expired);
+  }
   int index = 0;
   if (auto q = req.query_param("index")) {
     if (q->empty() || q->size() > 2 || q->find_first_not_of("0123456789") != std::string::npos) {
@@ -467,6 +472,7 @@ awaitable<http::Response> ImagesApi::job_status(http::Request& req) {
                  {"credits_charged", credits_json(job->charged)}};
   if (job->started_at_ms) o["started_at"] = *job->started_at_ms / 1000;
   if (job->finished_at_ms) o["completed_at"] = *job->finished_at_ms / 1000;
+  if (job->results_expired_at_ms) o["results_expired_at"] = *job->results_expired_at_ms / 1000;
   // The normalized parameters the job ran with (an async job's stored task, with its input
   // blob ids, stays internal).
   boost::system::error_code params_ec;
@@ -482,7 +488,8 @@ awaitable<http::Response> ImagesApi::job_status(http::Request& req) {
   json::value result = json::parse(job->result_json.empty() ? "{}" : job->result_json, ec);
   json::array data;
   if (!ec && result.is_object()) {
-    if (const json::value* v = result.get_object().if_contains("images"); v && v->is_array()) {
+    const json::value* v = result.get_object().if_contains("images");
+    if (v && v->is_array() && !job->results_expired_at_ms) {
       const std::string base = base_url(req);
       for (std::size_t i = 0; i < v->get_array().size(); ++i) {
         std::string url = base + "/api/jobs/" + job->id + "/image";

@@ -41,6 +41,7 @@
 #include "jobs/image_pipeline.h"
 #include "jobs/job_runner.h"
 #include "jobs/reference_loader.h"
+#include "jobs/result_retention.h"
 #include "jobs/webhook_dispatcher.h"
 #include "media/local_renderer.h"
 #include "net/curl_http_client.h"
@@ -65,7 +66,8 @@ Result<std::unique_ptr<store::SqliteStore>> open_store(const Settings& settings,
                 "cannot create data_dir '" + settings.data_dir + "': " + ec.message());
   }
   store::SqliteSettings sqlite{settings.store_path(), settings.store.busy_timeout_ms,
-                               settings.store.pool_size, settings.store.synchronous == "full"};
+                               settings.store.pool_size, settings.store.synchronous == "full",
+                               /*index_kept_results=*/settings.images.result_retention_s > 0};
   auto opened = store::SqliteStore::open(sqlite, clock);
   if (!opened) {
     return fail(ErrorCode::kInternal,
@@ -353,6 +355,10 @@ int serve(const Settings& settings) {
       jobs::JobRunnerSettings{static_cast<std::size_t>(settings.tasks.max_running),
                               settings.tasks.sweep_interval_ms});
   runner.set_on_finished([&webhooks] { webhooks.notify(); });
+  jobs::ResultRetention retention(
+      **store, blob_store, pool, clock,
+      jobs::RetentionSettings{.retention_ms = settings.images.result_retention_s * 1000,
+                              .sweep_interval_ms = settings.images.result_sweep_interval_ms});
   api::ImagesApiSettings images_api_settings = settings.images.api;
   images_api_settings.task_profile = settings.tasks.profile;
   images_api_settings.callback_policy = strict.address_policy;
@@ -441,6 +447,7 @@ int serve(const Settings& settings) {
             << " (public URL " << base_url << ", data in " << settings.data_dir << ")" << std::endl;
 
   asio::co_spawn(ioc, auth_maintenance(auth, pool, stopping), asio::detached);
+  asio::co_spawn(ioc, retention.run(stopping), asio::detached);
 
   std::vector<std::thread> threads;
   for (std::size_t i = 0; i < extra_contexts.size(); ++i) {

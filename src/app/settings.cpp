@@ -381,6 +381,10 @@ Result<Settings> parse_settings(std::string_view toml_text, std::string_view sou
   r.read(images, "images", "reference_max_redirects", s.images.reference_max_redirects, std::pair<std::int64_t, std::int64_t>{0, 10});
   r.read(images, "images", "allow_private_reference_urls", s.images.allow_private_reference_urls);
   r.read(images, "images", "upstream_max_connections_per_host", s.images.upstream_max_connections_per_host, std::pair<std::int64_t, std::int64_t>{1, 100'000});
+  r.read(images, "images", "result_retention_s", s.images.result_retention_s,
+         std::pair<std::int64_t, std::int64_t>{0, 100LL * 365 * 86400});
+  r.read(images, "images", "result_sweep_interval_ms", s.images.result_sweep_interval_ms,
+         std::pair<std::int64_t, std::int64_t>{100, 86'400'000});
 
   const auto& tasks = section(root, "tasks", r, errors);
   r.read(tasks, "tasks", "profile", s.tasks.profile);

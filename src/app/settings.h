@@ -69,6 +69,10 @@ struct ImagesSettings {
   bool allow_private_reference_urls = false;
   // Concurrent connections to one upstream host; more requests wait in the client's queue.
   int upstream_max_connections_per_host = 4096;
+  // Result files of succeeded jobs are deleted this long after the job finished (the job row
+  // stays; its image URLs answer 410). 0 keeps them forever.
+  std::int64_t result_retention_s = 0;
+  std::int64_t result_sweep_interval_ms = 60'000;
 };
 
 struct TasksSettings {

@@ -35,6 +35,8 @@ ErrorInfo info(ErrorCode code) {
       return {405, "invalid_request_error", "method_not_allowed"};
     case ErrorCode::kConflict:
       return {409, "invalid_request_error", "conflict"};
+    case ErrorCode::kResultExpired:
+      return {410, "invalid_request_error", "result_expired"};
     case ErrorCode::kPayloadTooLarge:
       return {413, "invalid_request_error", "payload_too_large"};
     case ErrorCode::kRateLimitExceeded:

@@ -20,6 +20,7 @@ enum class ErrorCode {
   kNotFound,             // 404 not_found / invalid_request_error (routes, other resources)
   kMethodNotAllowed,     // 405 method_not_allowed / invalid_request_error
   kConflict,             // 409 conflict / invalid_request_error
+  kResultExpired,        // 410 result_expired / invalid_request_error (retention deleted it)
   kPayloadTooLarge,      // 413 payload_too_large / invalid_request_error
   kRateLimitExceeded,    // 429 rate_limit_exceeded / rate_limit_error
   kSpendLimitExceeded,   // 429 spend_limit_exceeded / billing_error

@@ -24,6 +24,7 @@ TEST(ErrorTest, MapsTheRequirementsTable) {
            Row{ErrorCode::kIpNotAllowed, 403, "permission_error", "ip_not_allowed"},
            Row{ErrorCode::kModelNotFound, 404, "invalid_request_error", "model_not_found"},
            Row{ErrorCode::kTaskNotFound, 404, "invalid_request_error", "task_not_found"},
+           Row{ErrorCode::kResultExpired, 410, "invalid_request_error", "result_expired"},
            Row{ErrorCode::kRateLimitExceeded, 429, "rate_limit_error", "rate_limit_exceeded"},
            Row{ErrorCode::kSpendLimitExceeded, 429, "billing_error", "spend_limit_exceeded"},
            Row{ErrorCode::kInternal, 500, "api_error", "internal_error"},

@@ -44,6 +44,8 @@ struct Job {
   std::int64_t updated_at_ms = 0;
   std::optional<std::int64_t> started_at_ms;
   std::optional<std::int64_t> finished_at_ms;
+  // When the retention sweep deleted this succeeded job's result files (the row stays).
+  std::optional<std::int64_t> results_expired_at_ms;
 };
 
 struct NewJob {

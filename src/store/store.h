@@ -264,6 +264,14 @@ class Store {
                                                         std::optional<jobs::JobStatus> status,
                                                         int limit,
                                                         std::optional<std::string> after_id) = 0;
+  // Succeeded jobs that finished before `finished_before_ms` and still have their results
+  // (results_expired_at_ms unset), oldest finish first, at most `limit` (1..kMaxJobsPage, else
+  // kInvalidArgument). The retention sweep's work list.
+  virtual StoreResult<std::vector<jobs::Job>> list_jobs_with_results(
+      std::int64_t finished_before_ms, int limit) = 0;
+  // Records that a succeeded job's result files are gone. Idempotent (a second call keeps the
+  // first time); kNotFound for an unknown job, kConflict for a job that did not succeed.
+  virtual StoreResult<void> mark_results_expired(std::string_view job_id, std::int64_t at_ms) = 0;
 
   // --- webhooks ---
   // The user's webhook signing secret. When the user has none yet, `candidate` is stored and

@@ -1585,6 +1585,52 @@ TEST_P(StoreContractTest, ListUnfinishedJobsIsOldestFirst) {
   expect_clean_ledger(store());
 }
 
+TEST_P(StoreContractTest, ListJobsWithResultsIsTheRetentionSweepsWorkList) {
+  User user = funded_user("keep@example.com", credits(10));
+  const std::int64_t t0 = clock_.now_ms();
+  make_job("job_r1", user.id, credits(1));
+  ASSERT_TRUE(
+      ok(store().finish_job("job_r1", {.status = JobStatus::kSucceeded, .charge = credits(1)})));
+  clock_.advance_ms(10);
+  make_job("job_r2", user.id, credits(1));
+  ASSERT_TRUE(ok(store().finish_job("job_r2", {.status = JobStatus::kFailed})));
+  make_job("job_r3", user.id, 0);
+  ASSERT_TRUE(ok(store().finish_job("job_r3", {.status = JobStatus::kSucceeded})));
+  make_job("job_r4", user.id, credits(1));  // still queued
+  clock_.advance_ms(10);
+  make_job("job_r5", user.id, 0);
+  ASSERT_TRUE(ok(store().finish_job("job_r5", {.status = JobStatus::kSucceeded})));
+
+  // Finished strictly before the cutoff, succeeded, oldest finish first.
+  EXPECT_EQ(job_ids(store().list_jobs_with_results(t0 + 10, 10)),
+            (std::vector<std::string>{"job_r1"}));
+  EXPECT_EQ(job_ids(store().list_jobs_with_results(t0 + 11, 10)),
+            (std::vector<std::string>{"job_r1", "job_r3"}));
+  EXPECT_EQ(job_ids(store().list_jobs_with_results(t0 + 100, 2)),
+            (std::vector<std::string>{"job_r1", "job_r3"}));
+  EXPECT_EQ(store().list_jobs_with_results(t0, 0).error().code, StoreErrc::kInvalidArgument);
+
+  clock_.advance_ms(5);
+  ASSERT_TRUE(ok(store().mark_results_expired("job_r1", clock_.now_ms())));
+  ASSERT_TRUE(ok(store().mark_results_expired("job_r1", clock_.now_ms() + 99)));  // idempotent
+  auto expired = store().find_job("job_r1");
+  ASSERT_TRUE(ok(expired));
+  EXPECT_EQ(expired->results_expired_at_ms, clock_.now_ms());
+  EXPECT_EQ(expired->status, JobStatus::kSucceeded);
+  EXPECT_EQ(expired->charged, credits(1));
+  EXPECT_FALSE(store().find_job("job_r3")->results_expired_at_ms.has_value());
+  EXPECT_EQ(job_ids(store().list_jobs_with_results(t0 + 100, 10)),
+            (std::vector<std::string>{"job_r3", "job_r5"}));
+
+  EXPECT_EQ(store().mark_results_expired("job_r2", clock_.now_ms()).error().code,
+            StoreErrc::kConflict);
+  EXPECT_EQ(store().mark_results_expired("job_r4", clock_.now_ms()).error().code,
+            StoreErrc::kConflict);
+  EXPECT_EQ(store().mark_results_expired("job_nope", clock_.now_ms()).error().code,
+            StoreErrc::kNotFound);
+  expect_clean_ledger(store());
+}
+
 // --- API key profiles ---
 
 TEST_P(StoreContractTest, ApiKeyProfileRoundTripsThroughEveryLookup) {
@@ -1988,9 +2034,13 @@ INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest, testing::ValuesIn(backend_
 
 class SqliteStoreTest : public testing::Test {
  protected:
-  std::unique_ptr<SqliteStore> open_store(int pool_size = 4, int busy_timeout_ms = 5000) {
-    auto opened = SqliteStore::open(
-        {.path = path_, .busy_timeout_ms = busy_timeout_ms, .pool_size = pool_size}, clock_);
+  std::unique_ptr<SqliteStore> open_store(int pool_size = 4, int busy_timeout_ms = 5000,
+                                          bool index_kept_results = false) {
+    auto opened = SqliteStore::open({.path = path_,
+                                     .busy_timeout_ms = busy_timeout_ms,
+                                     .pool_size = pool_size,
+                                     .index_kept_results = index_kept_results},
+                                    clock_);
     EXPECT_TRUE(ok(opened));
     return opened ? std::move(*opened) : nullptr;
   }
@@ -2343,7 +2393,9 @@ TEST_F(SqliteStoreTest, MigratingAVersionThreeFileAddsProfilesAndDeliveries) {
   {
     // Roll the file back to what a version-3 binary left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.exec("DROP TABLE blobs; DROP TABLE delivery_attempts; DROP TABLE deliveries; "
+    ASSERT_EQ(raw.exec("DROP INDEX IF EXISTS jobs_results_kept; "
+                       "ALTER TABLE jobs DROP COLUMN results_expired_at_ms; "
+                       "DROP TABLE blobs; DROP TABLE delivery_attempts; DROP TABLE deliveries; "
                        "ALTER TABLE api_keys DROP COLUMN profile; "
                        "ALTER TABLE users DROP COLUMN webhook_secret; "
                        "DELETE FROM schema_migrations WHERE version >= 4"),
@@ -2361,6 +2413,59 @@ TEST_F(SqliteStoreTest, MigratingAVersionThreeFileAddsProfilesAndDeliveries) {
   RawDb raw(path_);
   EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"),
             SqliteStore::latest_schema_version());
+}
+
+TEST_F(SqliteStoreTest, MigratingAVersionSixFileKeepsItsResultsUnderRetention) {
+  std::int64_t finished_at = 0;
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    auto user = store->create_user({.email = "v6@example.com", .password_hash = "h"});
+    ASSERT_TRUE(ok(user));
+    for (const char* id : {"job_v6", "job_v6_later"}) {
+      ASSERT_TRUE(ok(store->create_job({.id = id, .user_id = user->id})));
+      auto done = store->finish_job(id, {.status = JobStatus::kSucceeded});
+      ASSERT_TRUE(ok(done));
+      if (finished_at == 0) finished_at = done->finished_at_ms.value_or(0);
+      clock_.advance_ms(10);
+    }
+  }
+  {
+    // Roll the file back to what a version-6 binary left behind.
+    RawDb raw(path_);
+    ASSERT_EQ(raw.exec("DROP INDEX IF EXISTS jobs_results_kept; "
+                       "ALTER TABLE jobs DROP COLUMN results_expired_at_ms; "
+                       "DELETE FROM schema_migrations WHERE version >= 7"),
+              SQLITE_OK);
+  }
+  const std::string plan_query =
+      "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE status = 'succeeded' "
+      "AND results_expired_at_ms IS NULL AND finished_at_ms < 5 ORDER BY finished_at_ms LIMIT 3";
+  {
+    // A deployment with retention: the sweep's listing walks the partial index.
+    auto store = open_store(4, 5000, /*index_kept_results=*/true);
+    ASSERT_TRUE(store);
+    EXPECT_FALSE(store->find_job("job_v6")->results_expired_at_ms.has_value());
+    auto listed = store->list_jobs_with_results(finished_at + 1, 10);
+    ASSERT_TRUE(ok(listed));
+    ASSERT_EQ(listed->size(), 1u);
+    EXPECT_EQ((*listed)[0].id, "job_v6");
+    ASSERT_TRUE(ok(store->mark_results_expired("job_v6", finished_at + 5)));
+    EXPECT_TRUE(store->list_jobs_with_results(finished_at + 1, 10)->empty());
+    RawDb raw(path_);
+    EXPECT_EQ(raw.integer("SELECT MAX(version) FROM schema_migrations"), 7);
+    EXPECT_NE(raw.last_column(plan_query).find("USING INDEX jobs_results_kept"), std::string::npos);
+  }
+  // Without retention the index goes (no finish pays for it); the listing still answers.
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.integer("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'jobs_results_kept'"), 0);
+  EXPECT_EQ(raw.last_column(plan_query).find("jobs_results_kept"), std::string::npos);
+  auto listed = store->list_jobs_with_results(finished_at + 100, 10);
+  ASSERT_TRUE(ok(listed));
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id, "job_v6_later");
 }
 
 TEST_F(SqliteStoreTest, ChecksUseNoInListsAndStillRefuseBadValues) {
@@ -2400,8 +2505,12 @@ TEST_F(SqliteStoreTest, MigratingAVersionFiveFileRewritesItsChecks) {
     ASSERT_TRUE(store);
   }
   {
-    // Put back migration 1's IN-list CHECK on holds, as a version-5 binary left it.
+    // Put back migration 1's IN-list CHECK on holds, as a version-5 binary left it (and take
+    // migration 7 out again).
     RawDb raw(path_);
+    ASSERT_EQ(raw.exec("DROP INDEX IF EXISTS jobs_results_kept; "
+                       "ALTER TABLE jobs DROP COLUMN results_expired_at_ms"),
+              SQLITE_OK);
     std::int64_t version = raw.integer("PRAGMA schema_version");
     ASSERT_EQ(raw.exec("PRAGMA writable_schema = ON; "
                        "UPDATE sqlite_schema SET sql = replace(sql, "

@@ -667,6 +667,42 @@ StoreResult<std::vector<jobs::Job>> MemoryStore::list_jobs(std::int64_t user_id,
   return out;
 }
 
+StoreResult<std::vector<jobs::Job>> MemoryStore::list_jobs_with_results(
+    std::int64_t finished_before_ms, int limit) {
+  if (limit < 1 || limit > kMaxJobsPage) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxJobsPage));
+  }
+  std::lock_guard lock(mu_);
+  std::vector<const JobRow*> rows;
+  for (const auto& [id, row] : jobs_) {
+    const jobs::Job& j = row.job;
+    if (j.status != jobs::JobStatus::kSucceeded || j.results_expired_at_ms) continue;
+    if (!j.finished_at_ms || *j.finished_at_ms >= finished_before_ms) continue;
+    rows.push_back(&row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const JobRow* a, const JobRow* b) {
+    return std::pair(*a->job.finished_at_ms, a->seq) < std::pair(*b->job.finished_at_ms, b->seq);
+  });
+  if (std::cmp_greater(rows.size(), limit)) rows.resize(static_cast<std::size_t>(limit));
+  std::vector<jobs::Job> out;
+  out.reserve(rows.size());
+  for (const JobRow* row : rows) out.push_back(row->job);
+  return out;
+}
+
+StoreResult<void> MemoryStore::mark_results_expired(std::string_view job_id, std::int64_t at_ms) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(std::string(job_id));
+  if (it == jobs_.end()) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+  jobs::Job& j = it->second.job;
+  if (j.status != jobs::JobStatus::kSucceeded) {
+    return err(StoreErrc::kConflict, "job " + std::string(job_id) + " did not succeed");
+  }
+  if (!j.results_expired_at_ms) j.results_expired_at_ms = at_ms;
+  return {};
+}
+
 // --- webhooks ---
 
 StoreResult<std::string> MemoryStore::webhook_secret(std::int64_t user_id,

@@ -66,6 +66,9 @@ class MemoryStore : public Store {
   StoreResult<std::vector<jobs::Job>> list_jobs(std::int64_t user_id,
                                                 std::optional<jobs::JobStatus> status, int limit,
                                                 std::optional<std::string> after_id) override;
+  StoreResult<std::vector<jobs::Job>> list_jobs_with_results(std::int64_t finished_before_ms,
+                                                             int limit) override;
+  StoreResult<void> mark_results_expired(std::string_view job_id, std::int64_t at_ms) override;
 
   StoreResult<std::string> webhook_secret(std::int64_t user_id,
                                           std::string_view candidate) override;

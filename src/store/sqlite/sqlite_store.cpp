@@ -211,6 +211,11 @@ CREATE TABLE blobs (
     // CHECK (x IN ('a', 'b', 'c')) makes SQLite build an ephemeral index of the list on every
     // INSERT or UPDATE that checks it: five per created job. The same CHECKs as OR chains.
     {6, nullptr, rewrite_in_list_checks},
+    {7, R"sql(
+-- Result retention: when the sweep deleted a succeeded job's result files. The sweep's index
+-- (kKeptResultsIndex) exists only while retention is configured.
+ALTER TABLE jobs ADD COLUMN results_expired_at_ms INTEGER;
+)sql"},
 };
 
 #define IG_USER_COLS "id, email, password_hash, is_admin, disabled, created_at, balance, reserved"
@@ -221,7 +226,8 @@ CREATE TABLE blobs (
 #define IG_JOB_COLS                                                                         \
   "id, user_id, key_id, kind, model, dialect, params_json, callback_url, status, hold_id, " \
   "reserved, charged, channel, upstream_task_id, attempts, result_json, error_code, "       \
-  "error_message, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms"
+  "error_message, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms, "            \
+  "results_expired_at_ms"
 #define IG_DELIVERY_COLS                                                                  \
   "id, job_id, user_id, url, body, state, attempts, cycle_attempts, next_attempt_at_ms, " \
   "created_at_ms, last_attempt_at_ms, last_status, last_error"
@@ -1204,6 +1210,18 @@ StoreResult<void> rewrite_in_list_checks(SqliteConnection& c) {
   return off;
 }
 
+// The retention sweep's work list (list_jobs_with_results); finishes append at its right edge.
+constexpr const char* kKeptResultsIndex =
+    "CREATE INDEX IF NOT EXISTS jobs_results_kept ON jobs(finished_at_ms) "
+    "WHERE status = 'succeeded' AND results_expired_at_ms IS NULL";
+
+StoreResult<void> index_kept_results(SqliteConnection& conn, bool wanted) {
+  auto body = [&](SqliteConnection& c) -> StoreResult<void> {
+    return c.exec(wanted ? kKeptResultsIndex : "DROP INDEX IF EXISTS jobs_results_kept");
+  };
+  return run_tx(conn, "BEGIN IMMEDIATE", body);
+}
+
 StoreResult<void> migrate(SqliteConnection& conn, const Clock& clock) {
   auto body = [&](SqliteConnection& c) -> StoreResult<void> {
     if (auto made = c.exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -1320,6 +1338,7 @@ jobs::Job read_job(Stmt& r) {
   j.updated_at_ms = r.i64(19);
   j.started_at_ms = r.opt_i64(20);
   j.finished_at_ms = r.opt_i64(21);
+  j.results_expired_at_ms = r.opt_i64(22);
   return j;
 }
 
@@ -1529,6 +1548,9 @@ StoreResult<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteSettings
       if (i == 0) {
         if (auto migrated = migrate(**conn, clock); !migrated) {
           return std::unexpected(migrated.error());
+        }
+        if (auto indexed = index_kept_results(**conn, settings.index_kept_results); !indexed) {
+          return std::unexpected(indexed.error());
         }
       }
       pool->add(std::move(*conn));
@@ -2248,6 +2270,42 @@ StoreResult<std::vector<jobs::Job>> SqliteStore::list_jobs(std::int64_t user_id,
             .all(read_job);
       },
       /*snapshot=*/true);
+}
+
+StoreResult<std::vector<jobs::Job>> SqliteStore::list_jobs_with_results(
+    std::int64_t finished_before_ms, int limit) {
+  if (limit < 1 || limit > kMaxJobsPage) {
+    return err(StoreErrc::kInvalidArgument,
+               "limit must be within 1.." + std::to_string(kMaxJobsPage));
+  }
+  return read_tx(*pool_, [&](SqliteConnection& c) {
+    // The WHERE repeats the partial index's condition so that SQLite uses it.
+    return c
+        .prepare("SELECT " IG_JOB_COLS
+                 " FROM jobs WHERE status = 'succeeded' AND results_expired_at_ms IS NULL "
+                 "AND finished_at_ms < ? ORDER BY finished_at_ms LIMIT ?")
+        .bind(finished_before_ms, limit)
+        .all(read_job);
+  });
+}
+
+StoreResult<void> SqliteStore::mark_results_expired(std::string_view job_id, std::int64_t at_ms) {
+  return write_tx(*pool_, [&](SqliteConnection& c) -> StoreResult<void> {
+    auto status = c.prepare("SELECT status FROM jobs WHERE id = ?").bind(job_id).one([](Stmt& r) {
+      return r.text(0);
+    });
+    if (!status) return std::unexpected(status.error());
+    if (!*status) return err(StoreErrc::kNotFound, "no job " + std::string(job_id));
+    if (**status != "succeeded") {
+      return err(StoreErrc::kConflict, "job " + std::string(job_id) + " did not succeed");
+    }
+    return c
+        .prepare(
+            "UPDATE jobs SET results_expired_at_ms = ? "
+            "WHERE id = ? AND results_expired_at_ms IS NULL")
+        .bind(at_ms, job_id)
+        .run();
+  });
 }
 
 // --- webhooks ---

@@ -38,6 +38,10 @@ struct SqliteSettings {
   int busy_timeout_ms = 5000;
   int pool_size = 4;
   bool synchronous_full = true;  // false: synchronous=NORMAL (one fsync per checkpoint, not commit)
+  // Keep the partial index that list_jobs_with_results walks (created at open, dropped when
+  // false). Only a deployment with result retention lists those jobs; the others spare every
+  // finish an index insert. Without it the listing is still right, by a scan of the jobs.
+  bool index_kept_results = false;
 };
 
 class SqliteBlobStore;
@@ -93,6 +97,9 @@ class SqliteStore final : public Store {
   StoreResult<std::vector<jobs::Job>> list_jobs(std::int64_t user_id,
                                                 std::optional<jobs::JobStatus> status, int limit,
                                                 std::optional<std::string> after_id) override;
+  StoreResult<std::vector<jobs::Job>> list_jobs_with_results(std::int64_t finished_before_ms,
+                                                             int limit) override;
+  StoreResult<void> mark_results_expired(std::string_view job_id, std::int64_t at_ms) override;
 
   StoreResult<std::string> webhook_secret(std::int64_t user_id,
                                           std::string_view candidate) override;
