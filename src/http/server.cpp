@@ -10,8 +10,10 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "core/text.h"
 
@@ -50,6 +52,44 @@ std::string_view trim_header(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
+}
+
+// RFC 9112 §6.1 and §6.3 for a request's Transfer-Encoding: the only coding imagegate decodes is
+// chunked, applied once, last. Anything else gets 501 (a coding it does not implement) or 400
+// (a body whose length cannot be known, or one framed two ways: Content-Length too, the classic
+// request-smuggling shape), and the connection is closed. Returns nothing when the framing is fine.
+template <class Fields>
+std::optional<std::pair<int, std::string>> transfer_coding_problem(const Fields& head) {
+  auto [first, last] = head.equal_range(bhttp::field::transfer_encoding);
+  if (first == last) return std::nullopt;
+  std::vector<std::string> codings;
+  for (auto it = first; it != last; ++it) {
+    std::string_view rest = it->value();
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const std::string_view item = trim_header(rest.substr(0, comma));
+      if (!item.empty()) codings.emplace_back(item);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+  }
+  if (head.find(bhttp::field::content_length) != head.end()) {
+    return std::pair(400,
+                     std::string("Transfer-Encoding and Content-Length together are refused."));
+  }
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked")) {
+    return std::pair(400, std::string("A request's final transfer coding must be chunked."));
+  }
+  for (std::size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (beast::iequals(codings[i], "chunked")) {
+      return std::pair(400, std::string("The chunked transfer coding may be applied only once."));
+    }
+    // Parameters (";q=..") are not part of a coding's name.
+    const std::string name(
+        trim_header(std::string_view(codings[i]).substr(0, codings[i].find(';'))));
+    return std::pair(
+        501, "Transfer coding '" + name + "' is not supported; send the body chunked only.");
+  }
+  return std::nullopt;
 }
 
 // A request target in absolute form ("http://host/v1/me", which RFC 9112 §3.2.2 says servers
@@ -294,6 +334,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         break;
       }
       auto& head = parser.get();
+      if (auto problem = transfer_coding_problem(head)) {
+        const Error error{ErrorCode::kInvalidRequest, problem->second};
+        linger = true;
+        co_await write_early_error(*conn, problem->first, error, rid);
+        break;
+      }
       if (auto len = parser.content_length(); len && *len > settings_.max_body_bytes) {
         const Error error{ErrorCode::kPayloadTooLarge,
                           fmt::format("Request body of {} bytes exceeds the limit of {} bytes.",

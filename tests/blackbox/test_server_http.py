@@ -364,6 +364,45 @@ def test_refused_upload_still_reads_its_413(small, declared):
     assert_error_body(body.decode(), "payload_too_large", "invalid_request_error")
 
 
+@pytest.mark.parametrize("te,status", [
+    ("gzip, chunked", 501),             # a coding we do not decode
+    ("deflate;q=1, Chunked", 501),
+    ("gzip", 400),                      # final coding not chunked: the length cannot be known
+    ("chunked, gzip", 400),
+    ("chunked, chunked", 400),          # chunked applied twice
+    ("chunked\r\nContent-Length: 5", 400),  # framed two ways: the request-smuggling shape
+])
+def test_transfer_codings_other_than_chunked_are_refused(small, te, status):
+    """RFC 9112 §6.1/§6.3: imagegate decodes only `chunked`, once, last. Anything else used to be
+    accepted with the coded bytes taken as the body (or, for a final coding other than chunked,
+    a body of unknowable length); now it is refused and the connection closed."""
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    head = ("POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\n"
+            f"Transfer-Encoding: {te}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", small.port), timeout=5) as s:
+        s.sendall(head + body)
+        resp = recv_until_close(s, timeout=5)
+    got, headers, rbody = parse_raw_response(resp)
+    assert got == status, resp[:300]
+    assert headers.get("connection", "").lower() == "close", headers
+    assert_error_body(rbody.decode(), "invalid_request", "invalid_request_error")
+
+
+def test_plain_chunked_body_still_works(small):
+    """The one framing that stays: chunked alone (in any case) is read whole, and the same
+    connection serves the next request."""
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    first = b"POST /v1/me HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n" + body
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", small.port), timeout=5) as s:
+        s.sendall(first + second)
+        resp = recv_until_close(s, timeout=5)
+    got, _, rbody = parse_raw_response(resp)
+    assert got == 405, resp[:300]  # /v1/me is GET only: the body was read, then routed
+    assert_error_body(rbody.decode(), "method_not_allowed", "invalid_request_error")
+    assert resp.count(b"HTTP/1.1 200") == 1, resp[-300:]
+
+
 def test_body_too_large_413_chunked(small):
     chunk = b"x" * 1000
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(6)) + b"0\r\n\r\n"
