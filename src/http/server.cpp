@@ -48,6 +48,13 @@ struct Connection {
   bool busy = false;  // touched only on the connection's strand
 };
 
+// Shared by a body read and its deadline timer: the timer's handler may run after the read
+// ended (both are queued on the connection's one thread), and must then do nothing.
+struct BodyDeadline {
+  bool read_done = false;
+  bool fired = false;
+};
+
 std::string_view trim_header(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -382,11 +389,38 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                                        asio::as_tuple(asio::use_awaitable));
           if (cec) break;
         }
-        conn->stream.expires_after(std::chrono::milliseconds(settings_.body_timeout_ms));
+        // A body still on its way gets its deadline from a timer that cancels the read rather
+        // than the stream's own (which closes the socket), so that a client too slow to send it
+        // hears 408, as nginx's client_body_timeout answers, instead of a bare close.
+        const auto body_timeout = std::chrono::milliseconds(settings_.body_timeout_ms);
+        auto deadline = more_to_come ? std::make_shared<BodyDeadline>() : nullptr;
+        std::optional<asio::steady_timer> body_timer;  // only for a body still to come
+        if (deadline) {
+          conn->stream.expires_never();
+          body_timer.emplace(conn->stream.get_executor(), body_timeout);
+          body_timer->async_wait([deadline, conn](const boost::system::error_code& ec) {
+            if (ec || deadline->read_done) return;
+            deadline->fired = true;
+            boost::system::error_code ignored;
+            conn->stream.socket().cancel(ignored);
+          });
+        } else {
+          conn->stream.expires_after(body_timeout);
+        }
         auto [bec, bn] = co_await bhttp::async_read(conn->stream, buffer, parser,
                                                     asio::as_tuple(asio::use_awaitable));
+        if (deadline) {
+          deadline->read_done = true;
+          body_timer->cancel();
+        }
         if (bec) {
-          if (bec == bhttp::error::body_limit) {
+          if (deadline && deadline->fired) {
+            const Error error{ErrorCode::kInvalidRequest,
+                              fmt::format("The request body did not arrive within {} ms.",
+                                          settings_.body_timeout_ms)};
+            linger = true;
+            co_await write_early_error(*conn, 408, error, rid);
+          } else if (bec == bhttp::error::body_limit) {
             const Error error{ErrorCode::kPayloadTooLarge,
                               fmt::format("Request body exceeds the limit of {} bytes.",
                                           settings_.max_body_bytes)};

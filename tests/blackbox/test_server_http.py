@@ -460,6 +460,42 @@ def test_slow_header_client_disconnected(small):
     assert other_ok and all(other_ok)
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_slow_body_gets_408(factory, framing):
+    """A body that does not arrive within body_timeout_ms is answered 408 (as nginx's
+    client_body_timeout), not with a bare close; the server keeps serving others."""
+    srv = factory.server("[server]\nbody_timeout_ms = 600\n")
+    if framing == "content-length":
+        head = b"POST /v1/me HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+    else:
+        head = b"POST /v1/me HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(head)
+        resp = recv_until_close(s, timeout=5)
+        elapsed = time.monotonic() - t0
+    status, headers, body = parse_raw_response(resp)
+    assert status == 408, resp[:300]
+    assert headers.get("connection", "").lower() == "close", headers
+    assert_error_body(body.decode(), "invalid_request", "invalid_request_error")
+    assert 0.5 < elapsed < 4.0, f"answered after {elapsed:.2f}s"
+    assert srv.get("/healthz").status_code == 200
+
+
+def test_a_whole_body_is_not_cut_by_the_body_deadline(factory):
+    """The deadline covers the whole body, not each read: a body sent in parts well within it
+    is read whole, and the same connection serves the next request."""
+    srv = factory.server("[server]\nbody_timeout_ms = 1500\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"POST /v1/me HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        time.sleep(0.3)
+        s.sendall(b"56789GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        resp = recv_until_close(s, timeout=5)
+    status, _, _ = parse_raw_response(resp)
+    assert status == 405, resp[:300]  # read whole, then routed: /v1/me is GET only
+    assert resp.count(b"HTTP/1.1 200") == 1, resp[-300:]
+
+
 def _wait_closed(sock, timeout):
     """Seconds until the peer closes sock, or None."""
     t0 = time.monotonic()
