@@ -382,21 +382,11 @@ awaitable<http::Response> ImagesApi::job_image(http::Request& req) {
     }
     index = std::stoi(*q);
   }
-  boost::system::error_code ec;
-  json::value result = json::parse(job->result_json, ec);
-  const json::array* images = nullptr;
-  if (!ec && result.is_object()) {
-    if (const json::value* v = result.get_object().if_contains("images"); v && v->is_array()) {
-      images = &v->get_array();
-    }
-  }
-  if (images == nullptr || index >= static_cast<int>(images->size())) {
+  const std::vector<std::string> blob_ids = jobs::result_blob_ids(job->result_json);
+  if (index >= static_cast<int>(blob_ids.size()) || blob_ids[index].empty()) {
     co_return http::Response::error(not_found);
   }
-  const json::value& entry = (*images)[index];
-  const json::value* blob = entry.is_object() ? entry.get_object().if_contains("blob") : nullptr;
-  if (blob == nullptr || !blob->is_string()) co_return http::Response::error(not_found);
-  std::string blob_id(blob->get_string());
+  std::string blob_id = blob_ids[index];
   std::string cache = "private, max-age=31536000, immutable";
   co_return co_await serve_blob(req, blob_id, cache);
 }

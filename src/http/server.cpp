@@ -86,17 +86,17 @@ std::optional<std::pair<int, std::string>> transfer_coding_problem(const Fields&
   if (codings.empty() || !beast::iequals(codings.back(), "chunked")) {
     return std::pair(400, std::string("A request's final transfer coding must be chunked."));
   }
+  if (codings.size() == 1) return std::nullopt;
   for (std::size_t i = 0; i + 1 < codings.size(); ++i) {
     if (beast::iequals(codings[i], "chunked")) {
       return std::pair(400, std::string("The chunked transfer coding may be applied only once."));
     }
-    // Parameters (";q=..") are not part of a coding's name.
-    const std::string name(
-        trim_header(std::string_view(codings[i]).substr(0, codings[i].find(';'))));
-    return std::pair(
-        501, "Transfer coding '" + name + "' is not supported; send the body chunked only.");
   }
-  return std::nullopt;
+  // Parameters (";q=..") are not part of a coding's name.
+  const std::string_view first_coding = codings.front();
+  const std::string name(trim_header(first_coding.substr(0, first_coding.find(';'))));
+  return std::pair(501,
+                   "Transfer coding '" + name + "' is not supported; send the body chunked only.");
 }
 
 // A request target in absolute form ("http://host/v1/me", which RFC 9112 §3.2.2 says servers

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "billing/money.h"
 
@@ -20,6 +21,10 @@ inline bool is_final(JobStatus s) {
 }
 std::string_view to_string(JobStatus status);
 std::optional<JobStatus> job_status_from_string(std::string_view text);
+
+// The blob id of each image a finished job's result_json lists ({"images":[{"blob":"..."},...]}),
+// by index; "" for an entry without one. Malformed or empty JSON lists none.
+std::vector<std::string> result_blob_ids(std::string_view result_json);
 
 struct Job {
   std::string id;  // public, unguessable ("img_" + 8 base62 of the time + 24 random base62)

@@ -7,30 +7,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/json.hpp>
 #include <chrono>
 
 namespace ig::jobs {
 
 namespace asio = boost::asio;
-namespace json = boost::json;
-
-std::vector<std::string> result_blob_ids(std::string_view result_json) {
-  std::vector<std::string> ids;
-  if (result_json.empty()) return ids;
-  boost::system::error_code ec;
-  json::value result = json::parse(result_json, ec);
-  if (ec || !result.is_object()) return ids;
-  const json::value* images = result.get_object().if_contains("images");
-  if (images == nullptr || !images->is_array()) return ids;
-  for (const json::value& entry : images->get_array()) {
-    const json::value* blob = entry.is_object() ? entry.get_object().if_contains("blob") : nullptr;
-    if (blob != nullptr && blob->is_string() && !blob->get_string().empty()) {
-      ids.emplace_back(blob->get_string());
-    }
-  }
-  return ids;
-}
 
 ResultRetention::ResultRetention(store::Store& store, blobs::BlobStore& blobs, BlockingPool& pool,
                                  const Clock& clock, RetentionSettings settings)
@@ -39,6 +20,7 @@ ResultRetention::ResultRetention(store::Store& store, blobs::BlobStore& blobs, B
 bool ResultRetention::remove_files(const std::string& job_id, const std::string& result_json) {
   bool all_gone = true;
   for (const std::string& blob_id : result_blob_ids(result_json)) {
+    if (blob_id.empty()) continue;
     auto removed = blobs_.remove(blob_id);
     if (!removed && removed.error().code != ErrorCode::kNotFound) {
       spdlog::warn("result retention: job {}: deleting {} failed: {}; will retry", job_id, blob_id,

@@ -33,10 +33,6 @@ struct RetentionSettings {
   int max_jobs_per_pass = 1'000;  // bounds one pass's time on the blocking pool
 };
 
-// The blob ids a finished job's result_json names ({"images":[{"blob":"..."},...]}), in order.
-// Malformed or empty JSON names none.
-std::vector<std::string> result_blob_ids(std::string_view result_json);
-
 class ResultRetention {
  public:
   ResultRetention(store::Store& store, blobs::BlobStore& blobs, BlockingPool& pool,

@@ -78,15 +78,16 @@ class ResultRetentionTest : public ::testing::Test {
   std::int64_t user_ = 0;
 };
 
-TEST(ResultBlobIds, ReadsTheImagesBlobsInOrderAndToleratesJunk) {
+TEST(ResultBlobIds, ReadsEachImagesBlobByIndexAndToleratesJunk) {
   EXPECT_EQ(result_blob_ids(R"({"images":[{"blob":"a"},{"blob":"b","mime":"x"}]})"),
             (std::vector<std::string>{"a", "b"}));
   EXPECT_TRUE(result_blob_ids("").empty());
   EXPECT_TRUE(result_blob_ids("{not json").empty());
   EXPECT_TRUE(result_blob_ids(R"([1,2])").empty());
   EXPECT_TRUE(result_blob_ids(R"({"images":"a"})").empty());
+  // Positions are kept (the image URL's ?index=N): an entry without a blob id is "".
   EXPECT_EQ(result_blob_ids(R"({"images":[1,{"blob":7},{"blob":""},{"blob":"c"}]})"),
-            (std::vector<std::string>{"c"}));
+            (std::vector<std::string>{"", "", "", "c"}));
 }
 
 TEST_F(ResultRetentionTest, DisabledKeepsEverything) {
